@@ -1,0 +1,40 @@
+# calo: make help lists the targets.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+STORE := $(CURDIR)/mlruns
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-full bench ui lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(INSTALLED)  ## create .venv and install the project (done by every target)
+
+run: $(INSTALLED)  ## the main job on the built-in defaults, logged to mlruns/
+	$(PY) -m calo.run
+
+test: $(INSTALLED)  ## the test suite (tiny models; what CI runs)
+	$(PY) -m pytest -m "not slow"
+
+test-full: $(INSTALLED)  ## every test, the slow full-size ones too
+	$(PY) -m pytest
+
+ui: $(INSTALLED)  ## the MLflow UI on http://127.0.0.1:5000 over mlruns/
+	mkdir -p $(STORE)
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \
+		--backend-store-uri sqlite:///$(STORE)/mlflow.db --default-artifact-root $(STORE)/artifacts
+
+lint: $(INSTALLED)  ## ruff over the code
+	$(VENV)/bin/ruff check calo tests
+
+clean:  ## remove caches and Hydra outputs (keeps mlruns/ and .venv)
+	rm -rf outputs multirun .pytest_cache data/cache

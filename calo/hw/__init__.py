@@ -1,0 +1,5 @@
+"""Hardware topology: what this machine has, what a config asks for, and applying it."""
+
+from calo.hw.topology import Machine, Topology, apply_topology, detect_machine, resolve_topology
+
+__all__ = ["Machine", "Topology", "apply_topology", "detect_machine", "resolve_topology"]

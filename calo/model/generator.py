@@ -1,0 +1,83 @@
+"""The paper's Conv2D generator: a 200-d input to a (25, 25, 25) shower, through three paths
+that each see the 5^3 seed cube with its axes permuted.
+
+    z (200) -> Dense(125) -> (5, 5, 5)
+        -> path(identity) | path(3,1,2) | path(2,3,1)      each (5,5,5) -> (25,25,25)
+        -> permute back, concatenate (25, 25, 75) -> Conv2D 25 3x3 -> ReLU -> (25, 25, 25)
+
+A path is Conv2D 32 5x5, Conv2DTranspose 64 5x5 /3, Conv2D 64 5x5, Conv2DTranspose 64 5x5 /2,
+Conv2D 64 8x8, Conv2D 64 5x5 valid, Conv2D 32 4x4, Conv2D 32 3x3, Conv2D 25 2x2 valid; every
+convolution bias-free and followed by LeakyReLU -> BatchNorm -> Dropout.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+from keras import layers
+
+from calo.config import ModelConfig
+from calo.data.simulator import CELLS
+
+__all__ = ["PERMUTATIONS", "build_generator"]
+
+SEED_SIDE = 5  # the Dense layer's output is a 5^3 cube
+
+# Each path sees the cube with its axes permuted; the inverse puts its output back in (x, y, z).
+PERMUTATIONS = {"xy": (1, 2, 3), "zx": (3, 1, 2), "yz": (2, 3, 1)}
+_INVERSE = {(1, 2, 3): (1, 2, 3), (3, 1, 2): (2, 3, 1), (2, 3, 1): (3, 1, 2)}
+
+
+class ConvSpec(NamedTuple):
+    kernel: int
+    strides: int = 1
+    padding: str = "same"
+    transposed: bool = False
+
+
+# The eight configurable convolutions of a path (filters from ModelConfig.path_filters):
+# 5 -> 15 -> 15 -> 30 -> 30 -> 26 -> 26 -> 26, then Conv2D 25 2x2 valid -> 25.
+PATH = (
+    ConvSpec(5),
+    ConvSpec(5, strides=3, transposed=True),
+    ConvSpec(5),
+    ConvSpec(5, strides=2, transposed=True),
+    ConvSpec(8),
+    ConvSpec(5, padding="valid"),
+    ConvSpec(4),
+    ConvSpec(3),
+)
+LAST = ConvSpec(2, padding="valid")
+
+
+def conv_block(x, filters: int, spec: ConvSpec, cfg: ModelConfig, name: str):
+    """Bias-free (transposed) convolution -> LeakyReLU -> BatchNorm -> Dropout."""
+    conv = layers.Conv2DTranspose if spec.transposed else layers.Conv2D
+    x = conv(filters, spec.kernel, strides=spec.strides, padding=spec.padding, use_bias=False,
+             name=f"{name}_conv")(x)
+    x = layers.LeakyReLU(negative_slope=cfg.leaky_alpha, name=f"{name}_lrelu")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Dropout(cfg.dropout, name=f"{name}_drop")(x)
+
+
+def generator_path(cube, permutation: tuple[int, int, int], cfg: ModelConfig, name: str):
+    """One permuted view of the seed cube, upsampled to a (25, 25, 25) image."""
+    x = cube if permutation == (1, 2, 3) else layers.Permute(permutation, name=f"{name}_in")(cube)
+    for index, (filters, spec) in enumerate(zip(cfg.path_filters, PATH)):
+        x = conv_block(x, filters, spec, cfg, f"{name}{index}")
+    x = conv_block(x, CELLS, LAST, cfg, f"{name}{len(PATH)}")
+    inverse = _INVERSE[permutation]
+    return x if inverse == (1, 2, 3) else layers.Permute(inverse, name=f"{name}_out")(x)
+
+
+def build_generator(cfg: ModelConfig) -> keras.Model:
+    """Scaled latent (N, latent_dim) -> cell energies (N, 25, 25, 25) in GeV * cell_scale."""
+    latent = keras.Input((cfg.latent_dim,), name="scaled_latent")
+    cube = layers.Dense(SEED_SIDE**3, name="seed_dense")(latent)
+    cube = layers.Reshape((SEED_SIDE,) * 3, name="seed_cube")(cube)
+    paths = [generator_path(cube, perm, cfg, name) for name, perm in PERMUTATIONS.items()]
+    x = layers.Concatenate(name="paths")(paths)
+    x = layers.Conv2D(CELLS, 3, padding="same", name="combine_conv")(x)
+    showers = layers.ReLU(name="showers")(x)
+    return keras.Model(latent, showers, name="generator")

@@ -1,0 +1,66 @@
+"""Generator weights: from a ``.weights.h5`` file, or freshly initialised (and said so)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import h5py
+import keras
+import numpy as np
+
+from calo.config import ModelConfig
+from calo.errors import CaloError
+from calo.model.generator import build_generator
+from calo.paths import resolve
+
+__all__ = ["load_generator", "load_weights"]
+
+log = logging.getLogger(__name__)
+
+
+def load_weights(model: keras.Model, location: str, what: str) -> None:
+    """Load ``location`` into ``model``, or raise a CaloError naming the file and the problem."""
+    path = resolve(location)
+    if not path.exists():
+        raise CaloError(f"{what} weights not found at {path}: check model.weights")
+    if not path.name.endswith(".weights.h5"):
+        raise CaloError(f"{path}: expected a Keras .weights.h5 file")
+    try:
+        _check_shapes(model, path)
+        with warnings.catch_warnings():
+            # Keras only warns when parts of a file match no layer; a partial load is an error.
+            warnings.simplefilter("error", UserWarning)
+            model.load_weights(path)
+    except (ValueError, OSError, KeyError, UserWarning) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CaloError(
+            f"{path} does not fit this {model.name} ({reason[:300]}): check model= and the file"
+        ) from error
+
+
+def _check_shapes(model: keras.Model, path) -> None:
+    """Refuse a file whose arrays are not exactly the model's (Keras may load it partially)."""
+    found: list[tuple[int, ...]] = []
+    with h5py.File(path, "r") as h5:
+        h5.visititems(lambda _, item: found.append(item.shape)
+                      if isinstance(item, h5py.Dataset) else None)
+    expected = [tuple(weight.shape) for weight in model.weights]
+    if sorted(found) != sorted(expected):
+        raise ValueError(f"the file holds {len(found)} arrays ({sum(map(_size, found)):,} values), "
+                         f"the model has {len(expected)} ({sum(map(_size, expected)):,} values)")
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape))
+
+
+def load_generator(cfg: ModelConfig) -> tuple[keras.Model, bool]:
+    """The configured generator and whether it carries trained weights."""
+    generator = build_generator(cfg)
+    if cfg.weights is None:
+        log.warning("model=%s has no generator weights: using a freshly initialised generator "
+                    "(its showers are noise, not physics)", cfg.name)
+        return generator, False
+    load_weights(generator, cfg.weights, "generator")
+    return generator, True

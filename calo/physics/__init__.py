@@ -1,0 +1,1 @@
+"""Physics validation: plain functions of shower arrays that return numbers (and errors)."""

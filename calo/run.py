@@ -1,0 +1,109 @@
+"""The main job: python -m calo.run precision=int8_inc hw=cascadelake
+
+compose config -> apply hardware -> reference showers -> generator -> precision engine
+-> generate -> physics -> MLflow. Each stage lives in its own module; this file only wires them.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from calo.cli import exit_on_user_error
+from calo.config import RunConfig, to_run_config
+from calo.data import Showers, load_reference
+from calo.hw import apply_topology, resolve_topology
+from calo.paths import CONFIG_DIR
+from calo.tracking import Tracker, tracked_run
+
+__all__ = ["main", "run"]
+
+log = logging.getLogger("calo.run")
+
+
+def run(cfg: DictConfig) -> str:
+    """Run one job from a composed config; returns the MLflow run ID."""
+    settings = to_run_config(cfg)
+    name = f"{settings.precision.name}@{settings.hw.name}"
+    with tracked_run(cfg, settings.tracking, run_name=name) as tracker:
+        _hardware_stage(settings, tracker)
+        reference = _data_stage(settings, tracker)
+        engine = _precision_stage(settings, tracker)
+        generated = _generation_stage(engine, reference, settings)
+        _physics_stage(reference, generated, settings, tracker)
+        return tracker.run_id
+
+
+def _hardware_stage(settings: RunConfig, tracker: Tracker) -> None:
+    topology = resolve_topology(settings.hw)
+    log.info("hw=%s: %d threads x %d streams", topology.name, topology.threads, topology.streams)
+    apply_topology(topology)
+    tracker.log_params(topology.as_params())
+
+    import keras
+
+    keras.utils.set_random_seed(settings.seed)
+
+
+def _data_stage(settings: RunConfig, tracker: Tracker) -> Showers:
+    reference = load_reference(settings.data)
+    tracker.log_metrics({"data/n_showers": len(reference),
+                         "data/energy_min": float(reference.energy.min()),
+                         "data/energy_max": float(reference.energy.max())})
+    return reference
+
+
+def _precision_stage(settings: RunConfig, tracker: Tracker):
+    from calo.model.io import NetworkIO
+    from calo.model.weights import load_generator
+    from calo.precision import build_engine, folder_size
+
+    generator, trained = load_generator(settings.model)
+    tracker.set_tags({"generator_trained": str(trained).lower()})
+    tracker.log_params({"model/parameters": generator.count_params()})
+    log.info("building the %s engine", settings.precision.name)
+    engine = build_engine(generator, NetworkIO.from_config(settings.model), settings.precision)
+    with tempfile.TemporaryDirectory() as folder:
+        engine.save(folder)
+        tracker.log_metrics({"engine/disk_mb": folder_size(folder) / 2**20,
+                             "engine/memory_mb": engine.memory_bytes() / 2**20})
+        tracker.log_artifacts(folder, "engine")
+    tracker.log_dict({"nodes": engine.dtype_table()}, "engine_dtypes.json")
+    return engine
+
+
+def _generation_stage(engine, reference: Showers, settings: RunConfig) -> Showers:
+    from calo.model.io import sample_latent
+
+    count = settings.n_generated or len(reference)
+    energy = reference.energy[np.arange(count) % len(reference)]
+    rng = np.random.default_rng(settings.seed)
+    latent = sample_latent(count, settings.model.latent_dim,
+                           settings.model.latent_distribution, rng)
+    log.info("generating %d showers with the %s engine", count, settings.precision.name)
+    showers = engine.generate(latent, energy, settings.batch_size, progress=True)
+    return Showers(showers, energy)
+
+
+def _physics_stage(reference: Showers, generated: Showers, settings: RunConfig,
+                   tracker: Tracker) -> None:
+    from calo.physics.summary import summarize
+
+    bins = settings.physics.energy_bins
+    for sample, showers in (("reference", reference), ("generated", generated)):
+        summary = summarize(showers, bins)
+        tracker.log_metrics({f"physics/{sample}/{key}": value for key, value in summary.items()})
+        log.info("%s: %s", sample, ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="run")
+def main(cfg: DictConfig) -> None:
+    exit_on_user_error(run, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""One MLflow run per job: config as params, choices and machine as tags, a failed job marked
+FAILED with its error and everything it logged before."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from calo.config import TrackingConfig
+from calo.hw import detect_machine
+from calo.paths import PROJECT_ROOT
+from calo.tracking.store import configure_store
+
+__all__ = ["Tracker", "flatten", "tracked_run"]
+
+log = logging.getLogger(__name__)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_tags() -> dict[str, str]:
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    return {"git/commit": commit or "unknown", "git/dirty": str(bool(git("status", "--porcelain")))}
+
+
+def hydra_tags() -> dict[str, str]:
+    """Config-group choices and command-line overrides, when running under Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    hydra_cfg = HydraConfig.get()
+    tags = {f"choice/{group}": str(option) for group, option in hydra_cfg.runtime.choices.items()
+            if not group.startswith("hydra") and option is not None}
+    tags["overrides"] = " ".join(hydra_cfg.overrides.task) or "(none)"
+    return tags
+
+
+class Tracker:
+    """Thin facade over the active MLflow run, so stages never import mlflow."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        import mlflow
+
+        mlflow.log_params({key: _param_value(value) for key, value in params.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        import mlflow
+
+        mlflow.set_tags({key: str(value) for key, value in tags.items()})
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        import mlflow
+
+        mlflow.log_text(text, artifact_file)
+
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        import mlflow
+
+        mlflow.log_dict(dict(data), artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        import matplotlib.pyplot as plt
+        import mlflow
+
+        mlflow.log_figure(figure, artifact_file)
+        plt.close(figure)
+
+    def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifacts(str(folder), artifact_path)
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+@contextmanager
+def tracked_run(
+    cfg: DictConfig, tracking: TrackingConfig, run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[Tracker]:
+    """Start a run that records the config, the machine and the code version; end it FINISHED,
+    or FAILED with the error as a tag (everything logged until then is kept)."""
+    import mlflow
+
+    experiment_id = configure_store(tracking)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=tracking.run_name or run_name)
+    tracker = Tracker(run.info.run_id)
+    status = "FAILED"
+    try:
+        tracker.set_tags({**detect_machine().as_tags(), **git_tags(), **hydra_tags(),
+                          **(tags or {})})
+        tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        log.info("MLflow run %s in %s", run.info.run_id, mlflow.get_tracking_uri())
+        yield tracker
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException as error:
+        mlflow.set_tag("error", (str(error).splitlines() or [type(error).__name__])[0][:5000])
+        raise
+    finally:
+        mlflow.end_run(status=status)

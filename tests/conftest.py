@@ -1,0 +1,69 @@
+"""Shared fixtures: configs composed the way Hydra composes them, a throw-away MLflow store and
+data cache per test, and small samples of reference showers."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from calo.data import Showers, simulate_reference
+from calo.paths import CONFIG_DIR
+
+TINY = ["model=tiny", "data.n_showers=200", "batch_size=50"]
+
+
+@pytest.fixture(scope="session")
+def template_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An initialised sqlite MLflow store, made once (it takes seconds) and copied per test."""
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("template-store")
+    mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+    return folder
+
+
+@pytest.fixture
+def store(template_store: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "mlruns"
+    shutil.copytree(template_store, folder)
+    return folder
+
+
+@pytest.fixture
+def compose_run(store: Path, tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose conf/run.yaml with overrides, its store and cache in tmp_path, and make it the
+    current Hydra config (as @hydra.main would)."""
+
+    def _compose(*overrides: str, config_name: str = "run") -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+            cfg.tracking.store_dir = str(store)
+            if "data" in cfg:
+                cfg.data.cache_dir = str(tmp_path / "cache")
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def reference_sample() -> Showers:
+    """400 simulated showers, 100-500 GeV."""
+    return simulate_reference(400, 100.0, 500.0, seed=7, workers=1, progress=False)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)

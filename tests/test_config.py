@@ -1,0 +1,84 @@
+"""Every option of every config group composes into valid typed settings; bad values are
+refused with messages that name the key."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from calo.config import Backend, DataSource, RunConfig, to_run_config
+from calo.errors import CaloError
+from calo.paths import CONFIG_DIR
+
+GROUPS = ["model", "precision", "hw", "data", "tracking"]
+REQUIRED = {"data/eleescan": ["data.path=/some/files/*.h5"],
+            "tracking/server": ["tracking.uri=http://127.0.0.1:5000"]}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_composes(compose_run, group: str) -> None:
+    for option in options(group):
+        extra = REQUIRED.get(f"{group}/{option}", [])
+        settings = to_run_config(compose_run(f"{group}={option}", *extra))
+        assert isinstance(settings, RunConfig)
+        assert getattr(settings, group).name == option
+
+
+def test_defaults_are_the_papers_model_in_fp32_on_this_machine(compose_run) -> None:
+    settings = to_run_config(compose_run())
+    assert settings.model.name == "full"
+    assert settings.precision.backend is Backend.fp32
+    assert settings.hw.name == "local" and settings.hw.threads is None
+    assert settings.data.source is DataSource.reference
+
+
+def test_cascadelake_is_the_papers_topology(compose_run) -> None:
+    hw = to_run_config(compose_run("hw=cascadelake")).hw
+    assert (hw.threads, hw.streams, hw.sockets, hw.cores_per_socket) == (56, 7, 2, 28)
+    assert "avx512_vnni" in hw.isa
+
+
+def test_wrong_type_is_refused_when_composing(compose_run) -> None:
+    with pytest.raises(ConfigCompositionException, match="hw.threads"):
+        compose_run("hw.threads=abc")
+
+
+def test_misspelled_option_lists_the_available_ones(compose_run) -> None:
+    with pytest.raises(ConfigCompositionException, match="cascadelake"):
+        compose_run("hw=cascadelak")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.n_showers=-5", "data.n_showers must be a positive"),
+        ("data.energy_min=600", "0 < min < max"),
+        ("hw.streams=0", "hw.streams must be positive"),
+        ("hw.threads=2", None),
+        ("batch_size=0", "batch_size must be positive"),
+        ("precision.calibration_size=0", "calibration_size must be positive"),
+        ("physics.energy_bins=[300,200]", "increasing"),
+    ],
+)
+def test_bad_values_are_one_line_errors(compose_run, override: str, message: str | None) -> None:
+    cfg = compose_run(override)
+    if message is None:
+        to_run_config(cfg)
+        return
+    with pytest.raises(CaloError, match=message) as error:
+        to_run_config(cfg)
+    assert "\n" not in str(error.value)
+
+
+def test_more_streams_than_threads_is_refused(compose_run) -> None:
+    with pytest.raises(CaloError, match="cannot exceed"):
+        to_run_config(compose_run("hw.threads=2", "hw.streams=3"))
+
+
+def test_eleescan_needs_a_path(compose_run) -> None:
+    with pytest.raises(CaloError, match="data.path"):
+        to_run_config(compose_run("data=eleescan"))
