@@ -19,6 +19,7 @@ from calo.errors import CaloError
 
 __all__ = [
     "Backend",
+    "BenchConfig",
     "DataConfig",
     "DataSource",
     "HardwareConfig",
@@ -27,9 +28,13 @@ __all__ = [
     "PhysicsConfig",
     "PrecisionConfig",
     "RunConfig",
+    "Strategy",
     "TrackingConfig",
+    "TrainConfig",
+    "TrainSettings",
     "register_configs",
     "to_run_config",
+    "to_settings",
 ]
 
 
@@ -175,6 +180,7 @@ class TrackingConfig:
     """Where runs are recorded: a sqlite store under the project, or a tracking server."""
 
     name: str = MISSING
+    enabled: bool = True  # false: record nothing (e.g. on a machine without MLflow)
     uri: str | None = None  # None: sqlite:///<root>/<store_dir>/mlflow.db
     store_dir: str = "mlruns"
     experiment: str = "calo"
@@ -196,6 +202,38 @@ class PhysicsConfig:
 
 
 @dataclass
+class BenchConfig:
+    """The speed benchmark: each stream a pinned worker process, rounds alternating with fp32."""
+
+    enabled: bool = True
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 64])
+    warmup_batches: int = 2  # per stream, before every timed round
+    seconds: float = 3.0  # timed seconds per round (each stream runs until then) ...
+    min_batches: int = 3  # ... and at least this many timed batches
+    rounds: int = 3  # fp32, quantized, fp32, quantized, ...: the speed-up is their paired ratio
+    compare_fp32: bool = True  # also measure the fp32 baseline (quantized precisions)
+    grid: bool = False  # also a threads x streams grid (the paper's Figure 4)
+    grid_threads: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 14, 28, 56])
+    grid_streams: list[int] = field(default_factory=lambda: [1, 2, 4, 7])
+    grid_batch_size: int = 64
+    # python -m calo.bench: the conf/precision options it compares
+    precisions: list[str] = field(
+        default_factory=lambda: ["fp32", "int8_inc", "bf16_inc", "fp16_tflite", "int8_tflite"])
+
+    def __post_init__(self) -> None:
+        for key in ("batch_sizes", "grid_threads", "grid_streams"):
+            values = getattr(self, key)
+            _require(len(values) > 0 and min(values) > 0,
+                     f"bench.{key} must be a non-empty list of positive numbers, got {values}")
+        for key in ("min_batches", "rounds", "grid_batch_size"):
+            _require(getattr(self, key) > 0,
+                     f"bench.{key} must be positive, got {getattr(self, key)}")
+        _require(self.warmup_batches >= 0,
+                 f"bench.warmup_batches cannot be negative, got {self.warmup_batches}")
+        _require(self.seconds >= 0, f"bench.seconds cannot be negative, got {self.seconds}")
+
+
+@dataclass
 class RunConfig:
     """One run: generate showers with a generator in some precision and measure them."""
 
@@ -205,6 +243,7 @@ class RunConfig:
     data: DataConfig = MISSING
     tracking: TrackingConfig = MISSING
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
     seed: int = 42
     batch_size: int = 64
     n_generated: int | None = None  # None: one shower per reference shower
@@ -215,6 +254,64 @@ class RunConfig:
             self.n_generated is None or self.n_generated > 0,
             f"n_generated must be positive, got {self.n_generated}",
         )
+
+
+class Strategy(StrEnum):
+    default = "default"  # one device
+    mirrored = "mirrored"  # several local GPUs
+    multi_worker = "multi_worker"  # several machines (TF_CONFIG)
+
+
+@dataclass
+class TrainSettings:
+    """The 3DGAN recipe (``3dgan.md``) and the bookkeeping of a training run."""
+
+    name: str = "3dgan"  # checkpoints go to <checkpoint_root>/<name>
+    epochs: int = 30
+    batch_size: int = 128  # global: split between replicas
+    max_steps: int | None = None  # stop after this many steps in all (a budget)
+    max_minutes: float | None = None  # stop after this wall time (checkpointed)
+    generator_lr: float = 5e-4
+    discriminator_lr: float = 1e-4
+    lr_decay_per_epoch: float = 0.95  # exponential decay of both rates
+    scale_lr_with_replicas: bool = True  # linear scaling rule for the global batch
+    loss_weights: list[float] = field(default_factory=lambda: [6.0, 0.2, 0.1])
+    real_label: float = 0.9  # one-sided label smoothing
+    label_flip: float = 0.05  # fraction of real/fake labels swapped
+    generator_steps: int = 2  # generator updates per discriminator update
+    validation_fraction: float = 0.1
+    validation_showers: int = 1000
+    checkpoint_every: int = 100  # steps
+    checkpoint_root: str = "checkpoints"
+    resume: str | None = None  # "true"/"latest" or a checkpoint path
+    strategy: Strategy = Strategy.default
+    log_every: int = 1  # steps between loss logs to MLflow
+    register_name: str | None = "calo-generator"  # MLflow model registry name
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "generator_steps", "checkpoint_every", "log_every",
+                    "validation_showers"):
+            value = getattr(self, key)
+            _require(value > 0, f"train.{key} must be positive, got {value}")
+        _require(0.0 < self.validation_fraction < 1.0,
+                 f"train.validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        _require(len(self.loss_weights) == 3,
+                 f"train.loss_weights needs 3 weights (BCE, AUX, ECAL), got {self.loss_weights}")
+        _require(0.0 <= self.label_flip < 0.5,
+                 f"train.label_flip must be in [0, 0.5), got {self.label_flip}")
+
+
+@dataclass
+class TrainConfig:
+    """``python -m calo.train``: the same model, hw, data and tracking groups as a run."""
+
+    model: ModelConfig = MISSING
+    hw: HardwareConfig = MISSING
+    data: DataConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    physics: PhysicsConfig = field(default_factory=PhysicsConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    seed: int = 42
 
 
 _GROUPS: dict[str, type] = {
@@ -230,12 +327,18 @@ def register_configs() -> None:
     """Register the schemas; option files name theirs as ``<group>_schema`` in ``defaults``."""
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
+    store.store(name="train_schema", node=TrainConfig)
     for group, schema in _GROUPS.items():
         store.store(group=group, name=f"{group}_schema", node=schema)
 
 
 def to_run_config(cfg: DictConfig | Any) -> RunConfig:
-    """The composed config as typed dataclasses, with every value checked."""
+    """The composed run config as typed dataclasses, with every value checked."""
+    return to_settings(cfg)
+
+
+def to_settings(cfg: DictConfig | Any) -> Any:
+    """Any composed config (run, train) as its typed dataclasses, with every value checked."""
     try:
         return OmegaConf.to_object(cfg)  # type: ignore[return-value]
     except (ValueError, OmegaConfBaseException) as error:

@@ -5,20 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from calo.data.calibration import PUBLISHED_SHAPES, sampling_fraction_fit
 from calo.data.simulator import ShowerParameters, simulate_showers
 from calo.physics.shapes import sampling_fraction, shape_summary
-
-# Paper's Table 3 (Geant4) and the public sampling-fraction fit.
-TARGET_SHAPE = {"y_mean": 12.00, "y_std": 1.45, "z_mean": 13.85, "z_std": 4.62}
-
-
-def public_fit(energy: float) -> float:
-    return np.polyval([0.0018, -0.023, 0.11, -0.28, 2.21], energy / 100.0) / 100.0
 
 
 def test_shower_shapes_match_the_real_sample_within_3_percent(reference_sample) -> None:
     summary = shape_summary(reference_sample.ecal)
-    for key, target in TARGET_SHAPE.items():
+    for key, target in PUBLISHED_SHAPES.items():
         assert summary[key] == pytest.approx(target, rel=0.03), key
     assert summary["x_mean"] == pytest.approx(summary["y_mean"], abs=0.05)
     assert summary["x_std"] == pytest.approx(summary["y_std"], rel=0.03)
@@ -29,7 +23,12 @@ def test_sampling_fraction_follows_the_public_fit_within_5_percent(energy: float
     energies = np.full(150, energy)
     ecal = simulate_showers(energies, ShowerParameters(), seed=3)
     measured = sampling_fraction(ecal, energies).mean()
-    assert measured == pytest.approx(public_fit(energy), rel=0.05)
+    assert measured == pytest.approx(sampling_fraction_fit(energy), rel=0.05)
+
+
+def test_public_fit_values() -> None:
+    assert sampling_fraction_fit(100.0) == pytest.approx(0.020188)
+    assert sampling_fraction_fit(500.0) == pytest.approx(0.0181)
 
 
 def test_sampling_fraction_falls_with_energy() -> None:
