@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from calo.cli import exit_on_user_error
 from calo.config import RunConfig, to_run_config
 from calo.data import Showers, load_reference
-from calo.hw import apply_topology, resolve_topology
+from calo.hw import Topology, apply_topology, resolve_topology
 from calo.paths import CONFIG_DIR
 from calo.tracking import Tracker, tracked_run
 
@@ -30,15 +30,16 @@ def run(cfg: DictConfig) -> str:
     settings = to_run_config(cfg)
     name = f"{settings.precision.name}@{settings.hw.name}"
     with tracked_run(cfg, settings.tracking, run_name=name) as tracker:
-        _hardware_stage(settings, tracker)
+        topology = _hardware_stage(settings, tracker)
         reference = _data_stage(settings, tracker)
-        engine = _precision_stage(settings, tracker)
+        generator, engine = _precision_stage(settings, tracker)
+        _bench_stage(generator, engine, topology, settings, tracker)
         generated = _generation_stage(engine, reference, settings)
         _physics_stage(reference, generated, settings, tracker)
         return tracker.run_id
 
 
-def _hardware_stage(settings: RunConfig, tracker: Tracker) -> None:
+def _hardware_stage(settings: RunConfig, tracker: Tracker) -> Topology:
     topology = resolve_topology(settings.hw)
     log.info("hw=%s: %d threads x %d streams", topology.name, topology.threads, topology.streams)
     apply_topology(topology)
@@ -47,6 +48,7 @@ def _hardware_stage(settings: RunConfig, tracker: Tracker) -> None:
     import keras
 
     keras.utils.set_random_seed(settings.seed)
+    return topology
 
 
 def _data_stage(settings: RunConfig, tracker: Tracker) -> Showers:
@@ -73,7 +75,18 @@ def _precision_stage(settings: RunConfig, tracker: Tracker):
                              "engine/memory_mb": engine.memory_bytes() / 2**20})
         tracker.log_artifacts(folder, "engine")
     tracker.log_dict({"nodes": engine.dtype_table()}, "engine_dtypes.json")
-    return engine
+    return generator, engine
+
+
+def _bench_stage(generator, engine, topology: Topology, settings: RunConfig,
+                 tracker: Tracker) -> None:
+    if not settings.bench.enabled:
+        return
+    from calo.bench import bench_engine, log_report
+
+    log.info("benchmarking the %s engine: %d stream(s) x %d thread(s)", settings.precision.name,
+             topology.streams, topology.threads_per_stream)
+    log_report(bench_engine(generator, engine, settings, topology), tracker)
 
 
 def _generation_stage(engine, reference: Showers, settings: RunConfig) -> Showers:

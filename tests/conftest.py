@@ -17,7 +17,8 @@ from omegaconf import DictConfig, open_dict
 from calo.data import Showers, simulate_reference
 from calo.paths import CONFIG_DIR
 
-TINY = ["model=tiny", "data.n_showers=200", "batch_size=50"]
+# The benchmark (worker processes, seconds of timing) runs only in the tests that ask for it.
+TINY = ["model=tiny", "data.n_showers=200", "batch_size=50", "bench.enabled=false"]
 
 
 @pytest.fixture(scope="session")
