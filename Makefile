@@ -28,6 +28,9 @@ test: $(INSTALLED)  ## the test suite (tiny models; what CI runs)
 test-full: $(INSTALLED)  ## every test, the slow full-size ones too
 	$(PY) -m pytest
 
+bench: $(INSTALLED)  ## full-size generator, every precision, this machine: one table -> mlruns/
+	$(PY) -m calo.bench
+
 ui: $(INSTALLED)  ## the MLflow UI on http://127.0.0.1:5000 over mlruns/
 	mkdir -p $(STORE)
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \
