@@ -92,14 +92,22 @@ class PrecisionConfig:
 
     name: str = MISSING
     backend: Backend = Backend.fp32
-    calibration_size: int = 256
-    keep_fp32: list[str] = field(default_factory=list)
-    fixed_batch_size: int = 64
+    calibration_size: int = 256  # generator inputs the int8 backends calibrate on
+    calibration_energy: list[float] = field(default_factory=lambda: [100.0, 500.0])  # GeV
+    calibration_seed: int = 0
+    keep_fp32: list[str] = field(default_factory=list)  # int8_inc: node names or regexes
+    fixed_batch_size: int = 64  # TFLite engines run this batch size only
+    rewrite: bool = True  # fold BatchNorm and rewrite Conv2DTranspose first (calo.precision)
 
     def __post_init__(self) -> None:
         _require(
             self.calibration_size > 0,
             f"precision.calibration_size must be positive, got {self.calibration_size}",
+        )
+        energy = self.calibration_energy
+        _require(
+            len(energy) == 2 and 0.0 < energy[0] < energy[1],
+            f"precision.calibration_energy must be [min, max] GeV with 0 < min < max, got {energy}",
         )
         _require(
             self.fixed_batch_size > 0,
@@ -189,15 +197,27 @@ class TrackingConfig:
 
 @dataclass
 class PhysicsConfig:
-    """Binning of the physics validation."""
+    """Binning and thresholds of the physics validation (calo.physics.validate)."""
 
     energy_bins: list[float] = field(default_factory=lambda: [100.0, 200.0, 300.0, 400.0, 500.0])
+    hit_threshold: float = 3e-4  # GeV; a cell above it counts as a hit
+    histogram_bins: int = 30  # equal-width bins of the separation-power histograms
+    floor_seed: int = 0  # how the reference is split into halves for the statistical floor
+    figures: bool = True  # log the physics figures (off for quick sweeps)
 
     def __post_init__(self) -> None:
         bins = self.energy_bins
         _require(
             len(bins) >= 2 and all(a < b for a, b in zip(bins, bins[1:])),
             f"physics.energy_bins must be at least two increasing edges, got {bins}",
+        )
+        _require(
+            self.hit_threshold >= 0,
+            f"physics.hit_threshold must be a non-negative energy in GeV, got {self.hit_threshold}",
+        )
+        _require(
+            self.histogram_bins >= 2,
+            f"physics.histogram_bins must be at least 2, got {self.histogram_bins}",
         )
 
 

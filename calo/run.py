@@ -14,7 +14,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from calo.cli import exit_on_user_error
-from calo.config import RunConfig, to_run_config
+from calo.config import Backend, RunConfig, to_run_config
 from calo.data import Showers, load_reference
 from calo.hw import Topology, apply_topology, resolve_topology
 from calo.paths import CONFIG_DIR
@@ -34,8 +34,8 @@ def run(cfg: DictConfig) -> str:
         reference = _data_stage(settings, tracker)
         generator, engine = _precision_stage(settings, tracker)
         _bench_stage(generator, engine, topology, settings, tracker)
-        generated = _generation_stage(engine, reference, settings)
-        _physics_stage(reference, generated, settings, tracker)
+        generated, fp32 = _generation_stage(generator, engine, reference, settings)
+        _physics_stage(reference, generated, fp32, settings, tracker)
         return tracker.run_id
 
 
@@ -89,7 +89,10 @@ def _bench_stage(generator, engine, topology: Topology, settings: RunConfig,
     log_report(bench_engine(generator, engine, settings, topology), tracker)
 
 
-def _generation_stage(engine, reference: Showers, settings: RunConfig) -> Showers:
+def _generation_stage(generator, engine, reference: Showers,
+                      settings: RunConfig) -> tuple[Showers, Showers]:
+    """The engine's showers, and the fp32 generator's from the same latents and energies (the
+    same object when the engine is fp32: it is not generated twice)."""
     from calo.model.io import sample_latent
 
     count = settings.n_generated or len(reference)
@@ -98,19 +101,35 @@ def _generation_stage(engine, reference: Showers, settings: RunConfig) -> Shower
     latent = sample_latent(count, settings.model.latent_dim,
                            settings.model.latent_distribution, rng)
     log.info("generating %d showers with the %s engine", count, settings.precision.name)
-    showers = engine.generate(latent, energy, settings.batch_size, progress=True)
-    return Showers(showers, energy)
+    showers = Showers(engine.generate(latent, energy, settings.batch_size, progress=True), energy)
+    if settings.precision.backend is Backend.fp32:
+        return showers, showers
+    from calo.precision.fp32 import FP32Engine
+
+    log.info("generating the same %d showers with the fp32 generator", count)
+    fp32 = FP32Engine.from_keras(generator, engine.io)
+    return showers, Showers(fp32.generate(latent, energy, settings.batch_size, progress=True),
+                            energy)
 
 
-def _physics_stage(reference: Showers, generated: Showers, settings: RunConfig,
+def _physics_stage(reference: Showers, generated: Showers, fp32: Showers, settings: RunConfig,
                    tracker: Tracker) -> None:
-    from calo.physics.summary import summarize
+    from calo.physics import validate
+    from calo.physics.table import render_run_table
 
-    bins = settings.physics.energy_bins
-    for sample, showers in (("reference", reference), ("generated", generated)):
-        summary = summarize(showers, bins)
-        tracker.log_metrics({f"physics/{sample}/{key}": value for key, value in summary.items()})
-        log.info("%s: %s", sample, ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+    log.info("physics validation of %d %s showers against %d reference showers",
+             len(generated), settings.precision.name, len(reference))
+    result = validate(reference, generated, fp32=fp32, settings=settings.physics, progress=True)
+    metrics = result.metrics()
+    tracker.log_metrics(metrics)
+    tracker.log_text(render_run_table(metrics, settings.precision.name), "physics/table.md")
+    log.info("physics: svn %.4g (statistical floor %.4g)", metrics["physics/svn"],
+             metrics["physics/svn_floor"])
+    if settings.physics.figures:
+        from calo.physics.plots import validation_figures
+
+        for artifact, figure in validation_figures(result, settings.precision.name).items():
+            tracker.log_figure(figure, artifact)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="run")

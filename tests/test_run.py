@@ -31,7 +31,7 @@ def test_run_records_params_tags_metrics_and_config(compose_run, store: Path) ->
     assert tags["choice/model"] == "tiny" and "model=tiny" in tags["overrides"]
     assert tags["generator_trained"] == "false"
     assert tags["machine/cpu_model"] and tags["git/commit"]
-    for sample in ("reference", "generated"):
+    for sample in ("reference", "fp32", "engine"):
         for key in ("x_mean", "y_std", "z_mean", "z_std", "sf_100_200", "ecal_ep_corr"):
             assert f"physics/{sample}/{key}" in metrics
     assert metrics["physics/reference/z_mean"] == pytest.approx(13.85, rel=0.05)
@@ -44,7 +44,7 @@ def test_run_records_params_tags_metrics_and_config(compose_run, store: Path) ->
 def test_same_seed_same_record(compose_run, store: Path) -> None:
     first = finished_run(store, run(compose_run(*TINY))).data.metrics
     second = finished_run(store, run(compose_run(*TINY))).data.metrics
-    assert first["physics/generated/z_mean"] == second["physics/generated/z_mean"]
+    assert first["physics/engine/z_mean"] == second["physics/engine/z_mean"]
 
 
 def test_failed_run_is_marked_failed_and_keeps_what_it_logged(compose_run, store: Path,

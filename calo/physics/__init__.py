@@ -1,1 +1,6 @@
-"""Physics validation: plain functions of shower arrays that return numbers (and errors)."""
+"""Physics validation: plain functions of shower arrays that return numbers (with errors where
+they have them); :func:`validate` runs them all, :mod:`calo.physics.plots` draws the results."""
+
+from calo.physics.validate import Comparison, ValidationResult, validate
+
+__all__ = ["Comparison", "ValidationResult", "validate"]

@@ -1,0 +1,85 @@
+"""Energy binning: per-event quantities averaged over the events of each primary-energy bin.
+
+Bins are given by increasing edges in GeV; the last bin includes its upper edge, and events
+outside the edges take part in no binned quantity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from calo.errors import CaloError
+
+__all__ = ["Binned", "bin_index", "binned_mean", "binned_mean_per_ep", "shared_bins"]
+
+
+@dataclass(frozen=True)
+class Binned:
+    """A per-event quantity averaged in bins of primary energy: mean, standard error, count."""
+
+    mean: NDArray[np.float64]
+    error: NDArray[np.float64]
+    count: NDArray[np.int64]
+
+
+def bin_index(energy: NDArray[np.floating], edges: NDArray[np.floating]) -> NDArray[np.int64]:
+    """The energy bin of each event, -1 outside the edges; the last bin includes its upper edge."""
+    energy = np.asarray(energy, dtype=np.float64)
+    edges = np.asarray(edges, dtype=np.float64)
+    index = np.clip(np.searchsorted(edges, energy, side="right") - 1, 0, len(edges) - 2)
+    return np.where((energy >= edges[0]) & (energy <= edges[-1]), index, -1)
+
+
+def binned_mean(
+    values: NDArray[np.floating], energy: NDArray[np.floating], edges: NDArray[np.floating]
+) -> Binned:
+    """Mean of ``values`` in bins of primary energy, its standard error and the bin counts.
+
+    Events outside the edges and NaN values are left out; empty bins give NaN.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    nbins = len(edges) - 1
+    index = bin_index(energy, edges)
+    keep = (index >= 0) & np.isfinite(values)
+    count = np.bincount(index[keep], minlength=nbins)
+    total = np.bincount(index[keep], weights=values[keep], minlength=nbins)
+    square = np.bincount(index[keep], weights=values[keep] ** 2, minlength=nbins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+        variance = (square / count - mean**2) * count / np.maximum(count - 1, 1)
+        error = np.sqrt(np.maximum(variance, 0.0) / count)
+    return Binned(mean, error, count)
+
+
+def binned_mean_per_ep(
+    values: NDArray[np.floating], energy: NDArray[np.floating], edges: NDArray[np.floating]
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Per bin, the mean over its events of ``values / Ep``: ``(B, ...)`` means (NaN for an
+    empty bin) and the ``(B,)`` counts. ``values`` are ``(N, ...)`` per-event arrays in GeV."""
+    index = bin_index(energy, edges)
+    nbins = len(edges) - 1
+    means = np.full((nbins, *values.shape[1:]), np.nan)
+    for number in range(nbins):
+        selected = index == number
+        if selected.any():
+            inverse = 1.0 / np.asarray(energy, dtype=np.float64)[selected]
+            flat = values[selected].reshape(len(inverse), -1).astype(np.float64)
+            means[number] = (inverse @ flat).reshape(values.shape[1:]) / len(inverse)
+    return means, np.bincount(index[index >= 0], minlength=nbins)
+
+
+def shared_bins(
+    reference_count: NDArray[np.integer], generated_count: NDArray[np.integer],
+    edges: NDArray[np.floating],
+) -> NDArray[np.int64]:
+    """Indices of the energy bins that hold events of both samples, or a CaloError."""
+    shared = np.flatnonzero((np.asarray(reference_count) > 0) & (np.asarray(generated_count) > 0))
+    if len(shared) == 0:
+        raise CaloError(
+            f"no energy bin of {list(np.asarray(edges).tolist())} GeV holds showers of both "
+            "samples: check the primary energies or physics.energy_bins"
+        )
+    return shared
