@@ -171,7 +171,7 @@ def test_table_renders_the_runs_with_the_paper_values(halves) -> None:
     int8_run = validate(reference, blurred(generated, seed=3), fp32=generated).metrics()
     table = render_table({"fp32": fp32_run, "int8_tflite": int8_run})
     lines = table.splitlines()
-    assert len(lines) == 5 and all(line.count("|") == 10 for line in lines)
+    assert len(lines) == 5 and all(line.count("|") == 12 for line in lines)
     assert "(13.85)" in lines[2] and "(0.061)" in lines[3]  # paper: Geant4 z mean, fp32 SVN
     assert lines[4].startswith("| int8_tflite") and "(4.054 ± 0.721)" in lines[4]
     assert f"{int8_run['physics/engine/svn']:.3g} (0.340)" in lines[4]

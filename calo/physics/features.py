@@ -1,7 +1,7 @@
 """Per-event quantities that every physics metric is computed from.
 
 The showers are read once, in chunks (a 10,000-shower sample is 625 MB of float32); what is
-kept per event is small (about 8 kB), so metrics on energy bins or on halves of a sample are
+kept per event is small (about 9 kB), so metrics on energy bins or on halves of a sample are
 index subsets, not new passes over the cells.
 """
 

@@ -31,32 +31,35 @@ PAPER: dict[str, dict[str, float]] = {
                     "svn": 0.340, "pixel_abs_mean": 4.054, "pixel_abs_std": 0.721},
 }
 
-_HEADER = ("| sample | y mean | y std | z mean | z std | SVN vs reference | SVN vs fp32 "
-           "| pixel-wise sum abs diff [GeV] | pixel-wise / ECAL |")
+_COLUMNS = ("sample", "y mean", "y std", "z mean", "z std", "SVN vs ref.", "3DGAN metric vs ref.",
+            "separation vs ref.", "SVN vs fp32", "pixel-wise sum abs diff [GeV]",
+            "pixel-wise / ECAL")
 _SHAPES = ("y_mean", "y_std", "z_mean", "z_std")
 
 
-def render_table(runs: Mapping[str, Mapping[str, float]]) -> str:
+def render_table(runs: Mapping[str, Mapping[str, float]],
+                 labels: Mapping[str, str] | None = None) -> str:
     """A Markdown table from the metrics of one run per precision (keys: precision names).
 
     The reference and fp32 rows come from the fp32 run when there is one, else from the first
-    run (every run measures both). Each value is followed by the paper's in brackets.
+    run (every run measures both); the reference row's distances are its floor (one half of
+    the reference against the other). Paper values follow ours in brackets. ``labels``
+    renames rows (``{"fp32": "fp32 (untrained)"}``).
     """
+    labels = labels or {}
     if not runs:
         raise ValueError("render_table needs the metrics of at least one run")
     baseline = runs.get("fp32") or next(iter(runs.values()))
     rows = [
-        _row("reference, half vs half (floor)", baseline, "reference",
-             svn=baseline.get("physics/floor/svn"), paper=PAPER["reference"]),
-        _row("fp32 vs reference", baseline, "fp32", svn=baseline.get("physics/fp32/svn"),
-             paper=PAPER["fp32"]),
+        _row(labels.get("reference", "reference (distances: half vs half)"), baseline,
+             "reference", "floor", PAPER["reference"]),
+        _row(labels.get("fp32", "fp32"), baseline, "fp32", "fp32", PAPER["fp32"]),
     ]
-    for precision, metrics in runs.items():
-        if precision != "fp32":
-            rows.append(_row(f"{precision} vs reference / vs fp32", metrics, "engine",
-                             svn=metrics.get("physics/engine/svn"),
-                             paper=PAPER.get(precision, {}), compared_to_fp32=True))
-    return "\n".join([_HEADER, "|" + "---|" * 9, *rows]) + "\n"
+    rows += [_row(labels.get(precision, precision), metrics, "engine", "engine",
+                  PAPER.get(precision, {}))
+             for precision, metrics in runs.items() if precision != "fp32"]
+    lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS), *rows]
+    return "\n".join(lines) + "\n"
 
 
 def render_run_table(metrics: Mapping[str, float], precision: str) -> str:
@@ -64,27 +67,30 @@ def render_run_table(metrics: Mapping[str, float], precision: str) -> str:
     return render_table({precision: metrics})
 
 
-def _row(label: str, metrics: Mapping[str, float], sample: str, svn: float | None,
-         paper: Mapping[str, float], compared_to_fp32: bool = False) -> str:
+def _row(label: str, metrics: Mapping[str, float], sample: str, distances: str,
+         paper: Mapping[str, float]) -> str:
+    """Table-3 moments of ``sample``; SVN, 3DGAN metric and mean separation power of the
+    ``distances`` comparison; SVN and pixel-wise difference against fp32 where measured."""
+    def get(key: str) -> float | None:
+        return metrics.get(f"physics/{key}")
+
     cells = [label]
     for shape in _SHAPES:
-        value = metrics.get(f"physics/{sample}/{shape}")
-        error = metrics.get(f"physics/{sample}/{shape}_err")
-        cells.append(_with_paper(_value_and_error(value, error, "{:.3f}"), paper.get(shape)))
-    cells.append(_with_paper(_number(svn), paper.get("svn"), "{:.3f}"))
-    pair = "physics/engine_vs_fp32"
-    if compared_to_fp32 and f"{pair}/svn" in metrics:
-        cells.append(_number(metrics[f"{pair}/svn"]))
-        absolute = _value_and_error(metrics[f"{pair}/pixel_abs_mean"],
-                                    metrics[f"{pair}/pixel_abs_std"], "{:.3g}")
-        paper_abs = paper.get("pixel_abs_mean")
-        paper_text = (f"{paper_abs:.3f} ± {paper['pixel_abs_std']:.3f}"
-                      if paper_abs is not None else None)
-        cells.append(f"{absolute} ({paper_text})" if paper_text else absolute)
-        cells.append(_value_and_error(metrics[f"{pair}/pixel_rel_mean"],
-                                      metrics[f"{pair}/pixel_rel_std"], "{:.3g}"))
-    else:
-        cells.extend(["—", "—", "—"])
+        moment = _with_error(get(f"{sample}/{shape}"), get(f"{sample}/{shape}_err"), 3)
+        cells.append(_with_paper(moment, paper.get(shape), "{:.2f}"))
+    cells.append(_with_paper(_number(get(f"{distances}/svn")), paper.get("svn"), "{:.3f}"))
+    cells.append(_number(get(f"{distances}/analysis_metric")))
+    cells.append(_number(get(f"{distances}/sep_mean")))
+    cells.append(_number(get("engine_vs_fp32/svn")) if sample == "engine" else "—")
+    pixel = (_with_error(get("engine_vs_fp32/pixel_abs_mean"),
+                         get("engine_vs_fp32/pixel_abs_std"), None)
+             if sample == "engine" else "—")
+    paper_pixel = (f"{paper['pixel_abs_mean']:.3f} ± {paper['pixel_abs_std']:.3f}"
+                   if "pixel_abs_mean" in paper else None)
+    cells.append(f"{pixel} ({paper_pixel})" if paper_pixel else pixel)
+    cells.append(_with_error(get("engine_vs_fp32/pixel_rel_mean"),
+                             get("engine_vs_fp32/pixel_rel_std"), None)
+                 if sample == "engine" else "—")
     return "| " + " | ".join(cells) + " |"
 
 
@@ -92,13 +98,15 @@ def _number(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.3g}"
 
 
-def _value_and_error(value: float | None, error: float | None, style: str) -> str:
+def _with_error(value: float | None, error: float | None, decimals: int | None) -> str:
+    """``value ± error``: fixed decimals (error to one significant digit), or 3 significant."""
     if value is None or not math.isfinite(value):
         return "—"
+    text = f"{value:.{decimals}f}" if decimals is not None else f"{value:.3g}"
     if error is None or not math.isfinite(error):
-        return style.format(value)
-    return f"{style.format(value)} ± {style.format(error)}"
+        return text
+    return f"{text} ± {error:.1g}" if decimals is not None else f"{text} ± {error:.2g}"
 
 
-def _with_paper(text: str, paper: float | None, style: str = "{:.2f}") -> str:
+def _with_paper(text: str, paper: float | None, style: str) -> str:
     return text if paper is None else f"{text} ({style.format(paper)})"
