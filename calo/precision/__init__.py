@@ -1,10 +1,24 @@
-"""Precision backends: from the fp32 Keras generator to an inference Engine, and back from disk."""
+"""Precision backends: from the fp32 Keras generator to an inference Engine, and back from disk.
+
+=============  =======================================================================
+fp32           the inference graph, frozen, on oneDNN fp32 kernels (the baseline)
+int8_inc       Neural Compressor static int8 quantization of that graph
+bf16_inc       Neural Compressor bf16 conversion (CPUs with AVX512_BF16 or AMX-BF16)
+fp16_tflite    TFLite with float16 weights, fixed batch size, LiteRT interpreter
+int8_tflite    TFLite full integer, fixed batch size, LiteRT interpreter
+=============  =======================================================================
+
+Every backend starts from the same inference graph (:mod:`calo.precision.rewrite`: BatchNorm
+folded, transposed convolutions as sub-pixel convolutions; ``precision.rewrite=false`` keeps
+the generator's own layers), and the int8 ones calibrate on the same inputs
+(:mod:`calo.precision.calibration`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from calo.config import Backend, PrecisionConfig
+from calo.config import Backend, LatentDistribution, PrecisionConfig
 from calo.errors import CaloError
 from calo.model.io import NetworkIO
 from calo.precision.engine import Engine, NodeInfo, folder_size, read_engine_file
@@ -12,21 +26,52 @@ from calo.precision.engine import Engine, NodeInfo, folder_size, read_engine_fil
 __all__ = ["Engine", "NodeInfo", "build_engine", "folder_size", "load_engine"]
 
 
-def build_engine(generator, io: NetworkIO, cfg: PrecisionConfig) -> Engine:
-    """The generator in the configured precision."""
+def build_engine(generator, io: NetworkIO, cfg: PrecisionConfig, batch_size: int | None = None,
+                 latent_distribution: LatentDistribution = LatentDistribution.normal) -> Engine:
+    """The generator in the configured precision. ``batch_size`` (default
+    ``cfg.fixed_batch_size``) is the one batch size a TFLite engine runs; the other engines run
+    any. Calibration latents follow ``latent_distribution`` (the model's)."""
+    from calo.precision.calibration import calibration_inputs
+    from calo.precision.fp32 import FP32Engine
+    from calo.precision.rewrite import inference_graph
+
     if cfg.backend is Backend.fp32:
+        return FP32Engine.from_keras(generator, io, cfg.rewrite)
+    if cfg.backend is Backend.bf16_inc:
+        from calo.precision.inc import require_bf16
+
+        require_bf16()
+    graph = inference_graph(generator, cfg.rewrite)
+    calibration = calibration_inputs(io, cfg, latent_distribution)
+    if cfg.backend in (Backend.int8_inc, Backend.bf16_inc):
+        from calo.precision.inc import build_inc_engine
+
+        dtype = "int8" if cfg.backend is Backend.int8_inc else "bf16"
+        return build_inc_engine(graph, io, cfg, dtype, calibration)
+    from calo.precision.tflite import build_tflite_engine
+
+    kind = "int8" if cfg.backend is Backend.int8_tflite else "fp16"
+    return build_tflite_engine(graph, io, kind, batch_size or cfg.fixed_batch_size, calibration)
+
+
+def _engine_class(backend: str, folder: Path) -> type[Engine]:
+    if backend == "fp32":
         from calo.precision.fp32 import FP32Engine
 
-        return FP32Engine.from_keras(generator, io)
-    raise CaloError(f"precision={cfg.name}: the {cfg.backend.value} backend is not available yet")
+        return FP32Engine
+    if backend in ("int8_inc", "bf16_inc"):
+        from calo.precision.inc import BF16Engine, INT8Engine
+
+        return INT8Engine if backend == "int8_inc" else BF16Engine
+    if backend in ("fp16_tflite", "int8_tflite"):
+        from calo.precision.tflite import FP16TFLiteEngine, INT8TFLiteEngine
+
+        return INT8TFLiteEngine if backend == "int8_tflite" else FP16TFLiteEngine
+    raise CaloError(f"{folder}: unknown engine backend {backend!r} in engine.json")
 
 
 def load_engine(folder: str | Path) -> Engine:
     """A saved engine; only its model graph is loaded, no code from the folder runs."""
     folder = Path(folder)
     meta = read_engine_file(folder)
-    if meta["backend"] == "fp32":
-        from calo.precision.fp32 import FP32Engine
-
-        return FP32Engine.load(folder, meta["io"])
-    raise CaloError(f"{folder}: unknown engine backend {meta['backend']!r}")
+    return _engine_class(meta["backend"], folder).load(folder, meta)

@@ -10,7 +10,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,13 +34,25 @@ class NodeInfo:
 
 
 class Engine(ABC):
-    """Generates showers in batches; saves itself; reports its size and per-node dtypes."""
+    """Generates showers in batches; saves itself; reports its size and per-node dtypes.
+
+    ``details`` holds what the backend wants recorded (JSON-able: for Neural Compressor the
+    quantizable nodes and which ones were quantized); it is saved with the engine, and its
+    ``counts`` entry (name -> number) is what the run logs as parameters.
+    """
 
     backend: ClassVar[str]
 
-    def __init__(self, io: NetworkIO, fixed_batch_size: int | None = None) -> None:
+    def __init__(self, io: NetworkIO, fixed_batch_size: int | None = None,
+                 details: dict[str, Any] | None = None) -> None:
         self.io = io
         self.fixed_batch_size = fixed_batch_size
+        self.details = details or {}
+
+    @classmethod
+    @abstractmethod
+    def load(cls, folder: Path, meta: dict[str, Any]) -> Engine:
+        """The engine saved in ``folder``, whose engine.json is ``meta`` (read_engine_file)."""
 
     @abstractmethod
     def predict(self, network_input: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -85,13 +97,24 @@ class Engine(ABC):
         padded[: len(batch)] = batch
         return self.predict(padded)[: len(batch)]
 
+    def counts(self) -> dict[str, int]:
+        """Numbers worth a run parameter (quantizable, quantized, fp32 nodes...)."""
+        return dict(self.details.get("counts", {}))
+
+    def check_batch(self, network_input: NDArray[np.float32]) -> None:
+        """A fixed-batch engine refuses any other batch size with a one-line error."""
+        if self.fixed_batch_size is not None and len(network_input) != self.fixed_batch_size:
+            raise CaloError(f"this {self.backend} engine was built for batch size "
+                            f"{self.fixed_batch_size}, got a batch of {len(network_input)}: "
+                            "build one per batch size (precision.fixed_batch_size)")
+
     def save(self, folder: str | Path) -> Path:
         """Write the engine (model files plus ``engine.json``) into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self._save_model(folder)
         meta = {"backend": self.backend, "io": self.io.as_dict(),
-                "fixed_batch_size": self.fixed_batch_size}
+                "fixed_batch_size": self.fixed_batch_size, "details": self.details}
         (folder / ENGINE_FILE).write_text(json.dumps(meta, indent=2))
         return folder
 
@@ -112,6 +135,9 @@ def read_engine_file(folder: str | Path) -> dict:
     try:
         meta = json.loads(path.read_text())
         meta["io"] = NetworkIO(**meta["io"])
+        meta.setdefault("details", {})
+        if not isinstance(meta["backend"], str) or not isinstance(meta["details"], dict):
+            raise ValueError("backend must be a name and details a mapping")
         return meta
     except FileNotFoundError as error:
         raise CaloError(f"{folder} is not a saved engine: {ENGINE_FILE} is missing") from error

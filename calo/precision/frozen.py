@@ -1,0 +1,115 @@
+"""Engines that run a frozen TensorFlow graph (every weight a constant): the fp32 baseline and
+Neural Compressor's int8 and bf16 graphs.
+
+The graph is saved as ``model.pb``, a serialized GraphDef. Loading parses it and imports its
+nodes into a graph function: nothing from the folder is executed but the graph itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf.message import DecodeError
+from numpy.typing import NDArray
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from calo.errors import CaloError
+from calo.model.io import NetworkIO
+from calo.precision.engine import Engine, NodeInfo
+from calo.precision.graph import Graph, to_module
+
+__all__ = ["MODEL_FILE", "GraphEngine", "freeze", "freeze_graph", "graph_nodes"]
+
+MODEL_FILE = "model.pb"
+
+# Graph plumbing that computes nothing worth a row in a dtype table.
+_PLUMBING = {"Const", "HostConst", "Identity", "NoOp", "Placeholder", "ReadVariableOp",
+             "VarHandleOp", "StatefulPartitionedCall", "PartitionedCall", "Shape",
+             "StridedSlice", "Pack", "_Arg", "_Retval", "IdentityN"}
+
+
+def freeze(function: tf.types.experimental.ConcreteFunction
+           ) -> tuple[tf.compat.v1.GraphDef, str, str]:
+    """A one-input, one-output concrete function as a GraphDef with its weights inlined as
+    constants, and the names of its input and output tensors."""
+    frozen = convert_variables_to_constants_v2(function)
+    (inputs,), (output,) = frozen.inputs, frozen.outputs
+    return frozen.graph.as_graph_def(), inputs.name, output.name
+
+
+def freeze_graph(graph: Graph) -> tuple[tf.compat.v1.GraphDef, str, str]:
+    """The inference graph as a frozen GraphDef (see :func:`freeze`)."""
+    module = to_module(graph)  # holds the variables until they are inlined
+    return freeze(module.serve.get_concrete_function())
+
+
+def graph_nodes(graph_def: tf.compat.v1.GraphDef) -> list[NodeInfo]:
+    """Compute nodes of a graph and of the functions it calls, with their dtypes."""
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    table = []
+    for node in nodes:
+        if node.op in _PLUMBING:
+            continue
+        key = next((k for k in ("T", "Tinput", "dtype", "DstT") if k in node.attr), None)
+        dtype = tf.dtypes.as_dtype(node.attr[key].type).name if key else "-"
+        table.append(NodeInfo(node.name, node.op, dtype))
+    return table
+
+
+def constant_bytes(graph_def: tf.compat.v1.GraphDef) -> int:
+    """Bytes held by the graph's constants: its weights, in whatever dtype they are stored."""
+    total = 0
+    for node in graph_def.node:
+        if node.op in ("Const", "HostConst"):
+            tensor = node.attr["value"].tensor
+            shape = [d.size for d in tensor.tensor_shape.dim]
+            total += int(np.prod(shape)) * tf.dtypes.as_dtype(tensor.dtype).size
+    return total
+
+
+def _import(graph_def: tf.compat.v1.GraphDef, inputs: str, output: str
+            ) -> tf.types.experimental.ConcreteFunction:
+    wrapped = tf.compat.v1.wrap_function(
+        lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
+    graph = wrapped.graph
+    return wrapped.prune(graph.get_tensor_by_name(inputs), graph.get_tensor_by_name(output))
+
+
+class GraphEngine(Engine):
+    """A frozen graph from (batch, latent) float32 to the generator output."""
+
+    def __init__(self, graph_def: tf.compat.v1.GraphDef, io: NetworkIO, inputs: str,
+                 output: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(io, details={**(details or {}), "inputs": inputs, "output": output})
+        self.graph_def = graph_def
+        self._function = _import(graph_def, inputs, output)
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict[str, Any]) -> GraphEngine:
+        details = meta["details"]
+        try:
+            graph_def = tf.compat.v1.GraphDef.FromString((folder / MODEL_FILE).read_bytes())
+            return cls(graph_def, meta["io"], details["inputs"], details["output"], details)
+        except FileNotFoundError as error:
+            raise CaloError(f"{folder}: {MODEL_FILE} is missing: save the engine again") from error
+        except (DecodeError, KeyError, ValueError, TypeError, tf.errors.OpError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise CaloError(f"{folder / MODEL_FILE} is not a valid {cls.backend} graph "
+                            f"({reason[:200]}): save the engine again") from error
+
+    def predict(self, network_input: NDArray[np.float32]) -> NDArray[np.float32]:
+        return self._function(tf.constant(network_input, tf.float32)).numpy()
+
+    def _save_model(self, folder: Path) -> None:
+        (folder / MODEL_FILE).write_bytes(self.graph_def.SerializeToString())
+
+    def nodes(self) -> list[NodeInfo]:
+        return graph_nodes(self.graph_def)
+
+    def memory_bytes(self) -> int:
+        return constant_bytes(self.graph_def)

@@ -1,0 +1,180 @@
+"""Intel Neural Compressor backends: static post-training int8 quantization, and bf16.
+
+Neural Compressor 3.10 takes the frozen inference graph (the fp32 engine's graph), reports the
+nodes it can quantize, calibrates the activation ranges on the shared calibration set and
+returns a frozen graph of oneDNN int8 (or bf16) kernels. ``precision.keep_fp32`` keeps chosen
+nodes in fp32: each entry is a node name, an op type or a regular expression, matched in full
+against the node names (``xy4_conv/Conv2D``), their layer part (``xy4_conv``) or op types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import numpy as np
+import tensorflow as tf
+from numpy.typing import NDArray
+
+from calo.config import PrecisionConfig
+from calo.errors import CaloError
+from calo.hw import detect_machine
+from calo.model.io import NetworkIO
+from calo.precision.calibration import CalibrationLoader
+from calo.precision.frozen import GraphEngine, freeze_graph
+from calo.precision.graph import Graph
+
+__all__ = ["BF16Engine", "INT8Engine", "build_inc_engine", "require_bf16", "resolve_keep_fp32"]
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_BATCH = 64
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# Quantized op types of a Neural Compressor graph -> the fp32 op they replace.
+_QUANTIZED_OP = re.compile(r"Quantized(Conv2D|MatMul|DepthwiseConv2D|ConcatV2|MaxPool|AvgPool)")
+
+Dtype = Literal["int8", "bf16"]
+
+
+class INT8Engine(GraphEngine):
+    """Neural Compressor's int8 graph."""
+
+    backend = "int8_inc"
+
+
+class BF16Engine(GraphEngine):
+    """Neural Compressor's bf16 graph."""
+
+    backend = "bf16_inc"
+
+
+def require_bf16() -> None:
+    """A one-line error on a CPU without bf16 arithmetic (detected, never assumed)."""
+    machine = detect_machine()
+    if not any(machine.has(flag) for flag in BF16_FLAGS):
+        raise CaloError(f"precision=bf16_inc needs a CPU with AVX512_BF16 or AMX-BF16; this CPU "
+                        f"({machine.cpu_model}) has neither: use precision=int8_inc or fp32")
+
+
+def _short_name(node_name: str) -> str:
+    """``StatefulPartitionedCall/xy4_conv/Conv2D`` -> ``xy4_conv`` (the layer part)."""
+    parts = node_name.split("/")
+    return parts[-2] if len(parts) >= 2 else parts[0]
+
+
+def resolve_keep_fp32(patterns: list[str], quantizable: list[tuple[str, str]]) -> list[str]:
+    """The quantizable node names that ``patterns`` select; a pattern matching none of them is
+    a one-line error that lists the valid names."""
+    kept: list[str] = []
+    for pattern in patterns:
+        try:
+            regex = re.compile(pattern)
+        except re.error as error:
+            raise CaloError(f"precision.keep_fp32: {pattern!r} is not a valid regular "
+                            f"expression ({error})") from error
+        matches = [name for name, op in quantizable
+                   if any(regex.fullmatch(text) for text in (name, _short_name(name), op))]
+        if not matches:
+            valid = ", ".join(dict.fromkeys(_short_name(name) for name, _ in quantizable))
+            raise CaloError(f"precision.keep_fp32: {pattern!r} matches no quantizable node; "
+                            f"valid names: {valid} (or their op types, or regular expressions)")
+        kept.extend(name for name in matches if name not in kept)
+    return kept
+
+
+class _ProcessStderr:
+    """The stream Neural Compressor's calibration must capture: file descriptor 2, where
+    TensorFlow's Print kernels write the activation ranges."""
+
+    @staticmethod
+    def fileno() -> int:
+        return 2
+
+
+@contextlib.contextmanager
+def _neural_compressor_session() -> Iterator[None]:
+    """Quiet Neural Compressor (it logs every pass at INFO) and point its calibration capture
+    at fd 2: it defaults to ``sys.stderr`` as it was when it was imported, which under a
+    captured stderr (pytest, a redirecting caller) is another file, and calibration then
+    reads nothing."""
+    from neural_compressor.tensorflow.utils.utility import CaptureOutputToFile
+
+    logger = logging.getLogger("neural_compressor")
+    level, defaults = logger.level, CaptureOutputToFile.__init__.__defaults__
+    logger.setLevel(logging.ERROR)
+    CaptureOutputToFile.__init__.__defaults__ = (_ProcessStderr(),)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        CaptureOutputToFile.__init__.__defaults__ = defaults
+
+
+def build_inc_engine(graph: Graph, io: NetworkIO, cfg: PrecisionConfig, dtype: Dtype,
+                     calibration: NDArray[np.float32]) -> GraphEngine:
+    """Quantize the inference graph with Neural Compressor; int8 keeps ``cfg.keep_fp32``."""
+    from neural_compressor.tensorflow import Model, StaticQuantConfig, quantize_model
+
+    if len(calibration) == 0:
+        raise CaloError(f"precision={cfg.name}: the calibration set is empty: "
+                        "give precision.calibration_size > 0")
+    graph_def, _, _ = freeze_graph(graph)
+    with _neural_compressor_session():
+        quantizable = [(name, op) for name, op in StaticQuantConfig().get_model_info(
+            Model(graph_def))]
+        log.info("Neural Compressor can quantize %d nodes: %s", len(quantizable),
+                 ", ".join(f"{name} ({op})" for name, op in quantizable))
+        kept = resolve_keep_fp32(cfg.keep_fp32, quantizable) if dtype == "int8" else []
+        config = StaticQuantConfig(weight_dtype=dtype, act_dtype=dtype,
+                                   weight_granularity="per_channel")
+        for name in kept:
+            config.set_local(re.escape(name) + "$",
+                             StaticQuantConfig(weight_dtype="fp32", act_dtype="fp32"))
+        log.info("quantizing to %s with Neural Compressor (%d calibration inputs, %d nodes kept "
+                 "in fp32)", dtype, len(calibration), len(kept))
+        quantized = quantize_model(graph_def, config,
+                                   CalibrationLoader(calibration, CALIBRATION_BATCH))
+    result = quantized.graph_def
+    details = _quantization_details(result, quantizable, kept, dtype)
+    if details["counts"][f"{dtype}_nodes"] == 0:
+        raise CaloError(f"precision={cfg.name}: Neural Compressor left every node in fp32 "
+                        f"(no {dtype} kernels for this graph on this CPU)")
+    engine_class = INT8Engine if dtype == "int8" else BF16Engine
+    (inputs,), (output,) = quantized.input_tensor_names, quantized.output_tensor_names
+    return engine_class(result, io, f"{inputs}:0", f"{output}:0", details)
+
+
+def _quantization_details(graph_def: tf.compat.v1.GraphDef, quantizable: list[tuple[str, str]],
+                          kept: list[str], dtype: Dtype) -> dict[str, Any]:
+    """Which quantizable nodes ended up in which precision, and how many of each kind."""
+    remaining = {node.name: node for node in graph_def.node}
+    precision = {}
+    for name, op in quantizable:
+        node = remaining.get(name)
+        if node is None or node.op != op:
+            precision[name] = dtype  # Neural Compressor replaced it with a quantized kernel
+        elif "T" in node.attr and node.attr["T"].type == tf.bfloat16.as_datatype_enum:
+            precision[name] = "bf16"
+        else:
+            precision[name] = "fp32"
+    ops = Counter(node.op for node in graph_def.node)
+    quantized_ops = Counter()
+    for op, count in ops.items():
+        match = _QUANTIZED_OP.search(op)
+        if match:
+            quantized_ops[match.group(1)] += count
+    counts = {
+        "quantizable_nodes": len(quantizable),
+        f"{dtype}_nodes": sum(value == dtype for value in precision.values()),
+        "fp32_nodes": sum(value == "fp32" for value in precision.values()),
+        "quantize_ops": ops["QuantizeV2"],
+        "dequantize_ops": ops["Dequantize"],
+        "cast_ops": ops["Cast"],
+        **{f"{dtype}_{op}": count for op, count in sorted(quantized_ops.items())},
+    }
+    return {"quantizable_nodes": [list(pair) for pair in quantizable],
+            "node_precision": precision, "kept_fp32": kept, "counts": counts}
