@@ -98,6 +98,7 @@ class PrecisionConfig:
     keep_fp32: list[str] = field(default_factory=list)  # int8_inc: node names or regexes
     fixed_batch_size: int = 64  # TFLite engines run this batch size only
     rewrite: bool = True  # fold BatchNorm and rewrite Conv2DTranspose first (calo.precision)
+    profile: bool = False  # log the engine's per-op-type time breakdown (TF graph engines)
 
     def __post_init__(self) -> None:
         _require(

@@ -68,14 +68,29 @@ def _precision_stage(settings: RunConfig, tracker: Tracker):
     tracker.set_tags({"generator_trained": str(trained).lower()})
     tracker.log_params({"model/parameters": generator.count_params()})
     log.info("building the %s engine", settings.precision.name)
-    engine = build_engine(generator, NetworkIO.from_config(settings.model), settings.precision)
+    engine = build_engine(generator, NetworkIO.from_config(settings.model), settings.precision,
+                          latent_distribution=settings.model.latent_distribution)
     with tempfile.TemporaryDirectory() as folder:
         engine.save(folder)
         tracker.log_metrics({"engine/disk_mb": folder_size(folder) / 2**20,
                              "engine/memory_mb": engine.memory_bytes() / 2**20})
         tracker.log_artifacts(folder, "engine")
     tracker.log_dict({"nodes": engine.dtype_table()}, "engine_dtypes.json")
+    tracker.log_params({f"engine/{key}": value for key, value in engine.counts().items()})
+    tracker.log_dict(engine.details, "engine_details.json")  # e.g. INC's quantizable nodes
+    if settings.precision.profile:
+        _profile_stage(engine, settings, tracker)
     return generator, engine
+
+
+def _profile_stage(engine, settings: RunConfig, tracker: Tracker) -> None:
+    from calo.precision.profile import op_breakdown
+
+    log.info("profiling the %s engine op by op at batch size %d", settings.precision.name,
+             settings.batch_size)
+    breakdown = op_breakdown(engine, settings.batch_size)
+    tracker.log_metrics(breakdown.metrics())
+    tracker.log_text(breakdown.markdown(), "engine_profile.md")
 
 
 def _bench_stage(generator, engine, topology: Topology, settings: RunConfig,

@@ -240,3 +240,26 @@ def test_full_size_int8_engine_quantizes_every_convolution(tmp_path: Path) -> No
     network_input = io.network_input(rng.standard_normal((8, 200)), rng.uniform(100, 500, 8))
     expected = generator(network_input, training=False).numpy()
     assert relative_error(int8.predict(network_input), expected) <= TOLERANCE["int8_inc"]
+
+
+def test_run_logs_the_int8_engine_its_quantization_and_profile(compose_run, store: Path) -> None:
+    import mlflow
+
+    from calo.run import run
+
+    from .conftest import TINY
+
+    run_id = run(compose_run(*TINY, "precision=int8_inc", "precision.calibration_size=64",
+                             "precision.profile=true"))
+    client = mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    record = client.get_run(run_id)
+    assert record.info.status == "FINISHED"
+    params, metrics = record.data.params, record.data.metrics
+    assert params["engine/quantizable_nodes"] == "30" and params["engine/int8_Conv2D"] == "28"
+    assert metrics["profile/conv_int8_ms"] > 0 and metrics["profile/de_quantize_ms"] > 0
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"engine", "engine_dtypes.json", "engine_details.json",
+            "engine_profile.md"} <= artifacts
+    details = json.loads(Path(client.download_artifacts(run_id, "engine_details.json",
+                                                        str(store))).read_text())
+    assert ["combine_conv/Conv2D", "Conv2D"] in details["quantizable_nodes"]

@@ -9,6 +9,7 @@ run inside LiteRT, which exposes no per-op timing to Python: they are refused.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -79,6 +80,12 @@ class OpBreakdown:
         return [{"category": name, "ms": round(ms, 2), "share": round(ms / traced, 3),
                  "kernels": self.kernels[name]}
                 for name, ms in self.milliseconds.items()]
+
+    def metrics(self) -> dict[str, float]:
+        """``profile/<category>_ms`` and ``profile/wall_ms``, names MLflow accepts."""
+        metrics = {f"profile/{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}_ms": ms
+                   for name, ms in self.milliseconds.items()}
+        return {**metrics, "profile/wall_ms": self.wall_ms}
 
     def markdown(self) -> str:
         lines = [f"{self.backend}, batch {self.batch_size}, {self.threads} threads: "
