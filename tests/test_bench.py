@@ -28,27 +28,39 @@ from calo.bench import (
     grid_topologies,
     save_engines,
 )
-from calo.bench.engines import FP32
 from calo.bench.plot import plot_grid
 from calo.bench.tables import markdown_table
+from calo.bench.worker import RoundRequest, StreamPool
 from calo.config import BenchConfig, HardwareConfig, to_run_config
 from calo.errors import CaloError
 from calo.hw import Machine, Topology, resolve_topology
 from calo.model.io import NetworkIO
 from calo.model.weights import load_generator
 from calo.paths import CONFIG_DIR
+from calo.precision.engine import read_engine_file
 
 QUICK = BenchConfig(batch_sizes=[1, 4], warmup_batches=1, seconds=0.0, min_batches=3, rounds=2)
 
 
+def tiny_saved(folder: Path, *overrides: str) -> SavedEngines:
+    """The tiny generator's engine, saved for batch sizes 1 and 4 as the benchmark does."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        settings = to_run_config(compose("run", ["model=tiny", *overrides]))
+    generator, _ = load_generator(settings.model)
+    return save_engines(generator, NetworkIO.from_config(settings.model), settings.precision,
+                        [1, 4], folder)
+
+
 @pytest.fixture(scope="module")
 def tiny_engines(tmp_path_factory: pytest.TempPathFactory) -> SavedEngines:
-    """The tiny generator's fp32 engine, saved the way the benchmark hands it to workers."""
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        settings = to_run_config(compose("run", ["model=tiny"]))
-    generator, _ = load_generator(settings.model)
-    return save_engines(generator, NetworkIO.from_config(settings.model), FP32, [1, 4],
-                        tmp_path_factory.mktemp("engines"))
+    return tiny_saved(tmp_path_factory.mktemp("engines"))
+
+
+@pytest.fixture(scope="module")
+def tflite_engines(tmp_path_factory: pytest.TempPathFactory) -> SavedEngines:
+    """int8_tflite: a fixed batch size, so one engine per batch size."""
+    return tiny_saved(tmp_path_factory.mktemp("tflite"), "precision=int8_tflite",
+                      "precision.fixed_batch_size=4", "precision.calibration_size=16")
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +221,21 @@ def test_a_batch_size_without_an_engine_is_refused_before_any_worker_starts(
         tiny_engines: SavedEngines, topology: Topology) -> None:
     with pytest.raises(CaloError, match="no engine saved for batch size 64"):
         benchmark(tiny_engines, None, topology, QUICK, batch_sizes=[64])
+
+
+def test_a_fixed_batch_engine_is_saved_once_per_batch_size(tflite_engines: SavedEngines) -> None:
+    assert tflite_engines.folders[1] != tflite_engines.folders[4]
+    for batch, folder in tflite_engines.folders.items():
+        assert read_engine_file(folder)["fixed_batch_size"] == batch
+
+
+def test_a_batch_size_a_fixed_batch_engine_was_not_built_for_is_a_one_line_error(
+        tflite_engines: SavedEngines) -> None:
+    built_for_4 = {1: tflite_engines.folders[4]}
+    one = resolve_topology(HardwareConfig(name="one", threads=1, streams=1))
+    with pytest.raises(CaloError, match="built for batch size 4, not 1"):  # before any worker
+        benchmark(SavedEngines("int8_tflite", built_for_4, 0), None, one, QUICK, batch_sizes=[1])
+    with StreamPool("int8_tflite", built_for_4, one) as pool, \
+            pytest.raises(CaloError, match="built for batch size 4") as error:
+        pool.measure(RoundRequest(1, warmup_batches=0, seconds=0.0, min_batches=1))
+    assert "\n" not in str(error.value) and "stream worker" in str(error.value)

@@ -26,19 +26,23 @@ def client(store) -> mlflow.MlflowClient:
     return mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
 
 
-def test_run_logs_bench_metrics_and_the_grid(compose_run, store) -> None:
-    cfg = compose_run(*TINY, *QUICK, "bench.grid=true", "bench.grid_threads=[1]",
-                      "bench.grid_streams=[1]", "bench.grid_batch_size=4")
+def test_quantized_run_logs_bench_metrics_with_fp32_side_by_side_and_the_grid(
+        compose_run, store) -> None:
+    cfg = compose_run(*TINY, *QUICK, "precision=int8_tflite", "precision.fixed_batch_size=4",
+                      "precision.calibration_size=16", "bench.grid=true",
+                      "bench.grid_threads=[1]", "bench.grid_streams=[1]",
+                      "bench.grid_batch_size=4")
     run_id = run(cfg)
-    record = client(store).get_run(run_id)
-    metrics = record.data.metrics
+    metrics = client(store).get_run(run_id).data.metrics
     for batch in (1, 4):
         for key in ("throughput", "latency_median_ms", "latency_p90_ms"):
             assert metrics[f"bench/{key}_b{batch}"] > 0
-    assert metrics["bench/peak_rss_mb"] > 0 and metrics["bench/disk_mb"] > 0
+            assert metrics[f"bench/fp32_{key}_b{batch}"] > 0
+        assert metrics[f"bench/speedup_b{batch}"] > 0
+    assert metrics["bench/peak_rss_mb"] > 0 and metrics["bench/fp32_peak_rss_mb"] > 0
+    assert 0 < metrics["bench/disk_ratio"] < 1  # int8 weights take less room than fp32
     assert (metrics["bench/threads"], metrics["bench/streams"]) == (1, 1)
-    assert metrics["bench/grid/1x1/throughput"] > 0
-    assert "bench/speedup_b1" not in metrics  # fp32 is the baseline: no ratio to itself
+    assert metrics["bench/grid/1x1/throughput"] > 0 and metrics["bench/grid/1x1/speedup"] > 0
     artifacts = {a.path for a in client(store).list_artifacts(run_id, "bench")}
     assert {"bench/bench.json", "bench/grid.json", "bench/grid.md", "bench/grid.png"} <= artifacts
 

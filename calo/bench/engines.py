@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from calo.config import Backend, PrecisionConfig
+from calo.config import Backend, LatentDistribution, PrecisionConfig
 from calo.errors import CaloError
 from calo.model.io import NetworkIO
 from calo.precision.engine import Engine, folder_size, read_engine_file
@@ -42,7 +42,9 @@ class SavedEngines:
 
 
 def save_engines(generator, io: NetworkIO, precision: PrecisionConfig, batch_sizes: Iterable[int],
-                 folder: Path, engine: Engine | None = None) -> SavedEngines:
+                 folder: Path, engine: Engine | None = None,
+                 latent_distribution: LatentDistribution = LatentDistribution.normal
+                 ) -> SavedEngines:
     """Save ``engine`` (built from ``generator`` if not given) under ``folder/<precision>``,
     plus an engine per batch size it cannot run (a fixed-batch engine built for another)."""
     from calo.precision import build_engine
@@ -50,9 +52,7 @@ def save_engines(generator, io: NetworkIO, precision: PrecisionConfig, batch_siz
     def build(batch_size: int | None) -> Engine:
         log.info("building the %s engine%s", precision.name,
                  "" if batch_size is None else f" for batch size {batch_size}")
-        if batch_size is None:
-            return build_engine(generator, io, precision)
-        return build_engine(generator, io, replace(precision, fixed_batch_size=batch_size))
+        return build_engine(generator, io, precision, batch_size, latent_distribution)
 
     engine = engine or build(None)
     folder = folder / precision.name

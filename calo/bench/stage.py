@@ -50,8 +50,9 @@ def bench_engine(generator, engine: Engine, settings: RunConfig,
     """Benchmark the run's engine; a quantized one alternates with the fp32 generator's."""
     sizes = bench_batch_sizes(settings.bench)
     with tempfile.TemporaryDirectory(prefix="calo-bench-") as folder:
+        distribution = settings.model.latent_distribution  # of the calibration latents
         candidate = save_engines(generator, engine.io, settings.precision, sizes, Path(folder),
-                                 engine)
+                                 engine, distribution)
         baseline = None
         if settings.bench.compare_fp32 and settings.precision.backend is not Backend.fp32:
             baseline = save_engines(generator, engine.io, FP32, sizes, Path(folder))

@@ -88,7 +88,8 @@ def _measure_variants(settings: RunConfig, variants: Mapping[str, DictConfig],
                 candidate: SavedEngines = baseline
             else:
                 try:
-                    candidate = save_engines(generator, io, variant.precision, sizes, folder)
+                    candidate = save_engines(generator, io, variant.precision, sizes, folder,
+                                             latent_distribution=variant.model.latent_distribution)
                 except CaloError as error:
                     log.warning("skipping precision=%s: %s", name, error)
                     rows.append(SuiteRow(name, skipped=f"skipped: {error}"))
