@@ -295,7 +295,7 @@ class TrainSettings:
     generator_lr: float = 5e-4
     discriminator_lr: float = 1e-4
     lr_decay_per_epoch: float = 0.95  # exponential decay of both rates
-    scale_lr_with_replicas: bool = True  # linear scaling rule for the global batch
+    lr_batch_size: int = 128  # the batch the rates are for: linear scaling to batch_size
     loss_weights: list[float] = field(default_factory=lambda: [6.0, 0.2, 0.1])
     real_label: float = 0.9  # one-sided label smoothing
     label_flip: float = 0.05  # fraction of real/fake labels swapped

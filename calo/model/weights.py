@@ -13,6 +13,7 @@ from calo.config import ModelConfig
 from calo.errors import CaloError
 from calo.model.generator import build_generator
 from calo.paths import resolve
+from calo.tracking.registry import is_registry_uri, load_registered_weights
 
 __all__ = ["load_generator", "load_weights"]
 
@@ -20,7 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def load_weights(model: keras.Model, location: str, what: str) -> None:
-    """Load ``location`` into ``model``, or raise a CaloError naming the file and the problem."""
+    """Load ``location`` (a ``.weights.h5`` file, or ``models:/<name>/<version>`` from the MLflow
+    registry) into ``model``, or raise a CaloError naming the file and the problem."""
+    if is_registry_uri(location):
+        load_registered_weights(location, model)
+        return
     path = resolve(location)
     if not path.exists():
         raise CaloError(f"{what} weights not found at {path}: check model.weights")

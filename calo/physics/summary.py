@@ -54,6 +54,7 @@ class SampleSummary:
         """Scalar observables under stable names (see the README metric table)."""
         metrics: dict[str, float] = {"n_showers": float(self.n_showers)}
         for axis, shape in self.shapes.items():
+            metrics[f"{axis}_peak"] = float(np.argmax(self.profiles[axis][0]))
             metrics[f"{axis}_mean"] = shape.mean
             metrics[f"{axis}_mean_err"] = shape.mean_error
             metrics[f"{axis}_std"] = shape.std

@@ -1,0 +1,1 @@
+"""Training the 3DGAN: ``python -m calo.train``."""

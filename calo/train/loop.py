@@ -1,0 +1,348 @@
+"""``python -m calo.train``: the 3DGAN recipe on reference showers, with validation every epoch,
+atomic checkpoints, exact resume, and scale-out through ``tf.distribute`` on TensorFlow.
+
+compose config -> hw -> strategy -> data (train / validation split) -> networks + optimizers
+-> [resume] -> steps (TF or JAX) -> per step: D on real, D on fake, G x generator_steps
+-> per epoch: validation, best weights -> MLflow model + registry
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from calo.config import TrainConfig, to_settings
+from calo.data import Showers, load_reference
+from calo.errors import CaloError
+from calo.model.discriminator import build_discriminator
+from calo.model.generator import build_generator
+from calo.model.io import NetworkIO
+from calo.model.weights import load_weights
+from calo.paths import resolve
+from calo.physics import ValidationResult
+from calo.tracking import Tracker, tracked_run
+from calo.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from calo.train.distribute import is_chief, make_strategy, synchronize_batch_norm
+from calo.train.recipe import make_batch
+from calo.train.validation import Validator
+
+__all__ = ["TrainResult", "train"]
+
+log = logging.getLogger("calo.train")
+
+BEST_GENERATOR = "best_generator.weights.h5"
+BEST_DISCRIMINATOR = "best_discriminator.weights.h5"
+LAST_GENERATOR = "last_generator.weights.h5"
+LAST_DISCRIMINATOR = "last_discriminator.weights.h5"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    folder: Path
+    steps: int
+    best_score: float
+    best_epoch: int
+    showers_per_s: float
+    run_id: str | None
+
+
+def train(cfg: DictConfig) -> TrainResult:
+    settings: TrainConfig = to_settings(cfg)
+    recipe = settings.train
+    _apply_hardware(settings)
+    strategy = make_strategy(recipe.strategy)
+    chief = is_chief()
+    train_set, validation_set = _split(load_reference(settings.data), recipe)
+    folder = resolve(recipe.checkpoint_root) / recipe.name
+    replicas = strategy.num_replicas_in_sync if strategy else 1
+    if recipe.batch_size % replicas:
+        raise CaloError(f"train.batch_size={recipe.batch_size} does not split evenly between "
+                        f"{replicas} replicas")
+    with strategy.scope() if strategy else nullcontext():
+        networks = _build_networks(settings, len(train_set) // recipe.batch_size)
+    if replicas > 1:
+        synchronize_batch_norm(networks.generator)
+        synchronize_batch_norm(networks.discriminator)
+    state = _initial_state(settings, networks, folder)
+    tracking = settings.tracking if chief else dataclasses.replace(settings.tracking,
+                                                                    enabled=False)
+    with tracked_run(cfg, tracking, run_name=f"train-{recipe.name}",
+                     resume_run_id=state.mlflow_run_id) as tracker:
+        state.mlflow_run_id = tracker.run_id
+        tracker.set_tags({"keras_backend": keras.backend.backend(), "train/replicas": replicas})
+        loop = _Loop(settings, networks, strategy, train_set, validation_set, folder, state,
+                     tracker, chief)
+        return loop.run()
+
+
+def _apply_hardware(settings: TrainConfig) -> None:
+    keras.utils.set_random_seed(settings.seed)
+    if keras.backend.backend() == "tensorflow":
+        from calo.hw import apply_topology, resolve_topology
+
+        apply_topology(resolve_topology(settings.hw))
+
+
+def _split(showers: Showers, recipe) -> tuple[Showers, Showers]:
+    n_validation = max(1, int(round(len(showers) * recipe.validation_fraction)))
+    n_train = len(showers) - n_validation
+    if n_train < recipe.batch_size:
+        raise CaloError(f"train.batch_size={recipe.batch_size} is larger than the {n_train} "
+                        "training showers: lower it or add data (data.n_showers)")
+    validation = Showers(showers.ecal[n_train:], showers.energy[n_train:])
+    return Showers(showers.ecal[:n_train], showers.energy[:n_train]), \
+        validation.head(recipe.validation_showers)
+
+
+@dataclass
+class _Networks:
+    generator: keras.Model
+    discriminator: keras.Model
+    g_optimizer: keras.optimizers.Optimizer
+    d_optimizer: keras.optimizers.Optimizer
+
+    def checkpointed(self) -> dict:
+        return {"generator": self.generator, "discriminator": self.discriminator,
+                "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+
+
+def _optimizer(rate: float, updates_per_epoch: int, decay: float) -> keras.optimizers.Adam:
+    schedule = keras.optimizers.schedules.ExponentialDecay(rate, max(updates_per_epoch, 1), decay)
+    return keras.optimizers.Adam(learning_rate=schedule)
+
+
+def _build_networks(settings: TrainConfig, steps_per_epoch: int) -> _Networks:
+    """Both networks and their optimizers; the rates follow the linear scaling rule, from the
+    batch they are given for to the global batch (which replicas share)."""
+    recipe = settings.train
+    scale = recipe.batch_size / recipe.lr_batch_size
+    generator = build_generator(settings.model)
+    discriminator = build_discriminator(settings.model)
+    g_optimizer = _optimizer(recipe.generator_lr * scale,
+                             steps_per_epoch * recipe.generator_steps, recipe.lr_decay_per_epoch)
+    d_optimizer = _optimizer(recipe.discriminator_lr * scale, steps_per_epoch * 2,
+                             recipe.lr_decay_per_epoch)
+    g_optimizer.build(generator.trainable_variables)
+    d_optimizer.build(discriminator.trainable_variables)
+    return _Networks(generator, discriminator, g_optimizer, d_optimizer)
+
+
+def _fingerprint(settings: TrainConfig) -> str:
+    """What a checkpoint must agree with to be resumed: model, data and recipe, not budgets."""
+    recipe = dataclasses.asdict(settings.train)
+    for key in ("epochs", "max_steps", "max_minutes", "resume", "checkpoint_every",
+                "checkpoint_root", "log_every", "register_name", "strategy"):
+        recipe.pop(key)
+    model = {k: v for k, v in dataclasses.asdict(settings.model).items()
+             if k not in ("weights", "discriminator_weights")}
+    data = {k: v for k, v in dataclasses.asdict(settings.data).items() if k != "cache_dir"}
+    text = json.dumps({"model": model, "data": data, "recipe": recipe, "seed": settings.seed},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _initial_state(settings: TrainConfig, networks: _Networks, folder: Path) -> TrainState:
+    fingerprint = _fingerprint(settings)
+    resume = settings.train.resume
+    if resume and resume.lower() not in ("false", "none", "no"):
+        path = latest_checkpoint(folder) if resume.lower() in ("true", "latest", "yes") \
+            else resolve(resume)
+        if path is None:
+            raise CaloError(f"train.resume={resume}: no checkpoint in {folder} to resume from")
+        if not path.exists():
+            raise CaloError(f"train.resume={resume}: {path} does not exist")
+        state = load_checkpoint(path, networks.checkpointed(), fingerprint)
+        log.info("resuming from %s at step %d", path, state.step)
+        return state
+    for location, model, what in ((settings.model.weights, networks.generator, "generator"),
+                                  (settings.model.discriminator_weights,
+                                   networks.discriminator, "discriminator")):
+        if location:
+            load_weights(model, location, what)
+            log.info("starting the %s from %s", what, location)
+    return TrainState(fingerprint=fingerprint)
+
+
+def _steps(networks: _Networks, recipe, strategy):
+    common = (networks.generator, networks.discriminator, networks.g_optimizer,
+              networks.d_optimizer, recipe.loss_weights, recipe.batch_size)
+    if keras.backend.backend() == "jax":
+        from calo.train.steps_jax import JaxSteps
+
+        return JaxSteps(*common)
+    if keras.backend.backend() == "tensorflow":
+        from calo.train.steps_tf import TFSteps
+
+        return TFSteps(*common, strategy)
+    raise CaloError(f"training runs on KERAS_BACKEND=tensorflow or jax, not "
+                    f"{keras.backend.backend()}")
+
+
+def _save_weights_atomically(model: keras.Model, path: Path) -> None:
+    partial = path.with_name(f".{path.name[:-len('.weights.h5')]}.partial.weights.h5")
+    model.save_weights(partial)
+    os.replace(partial, path)
+
+
+class _Loop:
+    """The step loop; one object so the state it threads through stays in one place."""
+
+    def __init__(self, settings: TrainConfig, networks: _Networks, strategy,
+                 train_set: Showers, validation_set: Showers, folder: Path, state: TrainState,
+                 tracker: Tracker, chief: bool) -> None:
+        self.settings, self.recipe = settings, settings.train
+        self.networks, self.folder, self.state = networks, folder, state
+        self.tracker, self.chief = tracker, chief
+        self.train_set = train_set
+        self.io = NetworkIO.from_config(settings.model)
+        self.steps = _steps(networks, self.recipe, strategy)
+        self.validator = Validator(validation_set, self.io, settings.model.latent_distribution,
+                                   settings.physics, settings.seed)
+        self.steps_per_epoch = len(train_set) // self.recipe.batch_size
+        total = self.recipe.epochs * self.steps_per_epoch
+        self.total_steps = min(total, self.recipe.max_steps or total)
+        self._epoch_order: tuple[int, np.ndarray] | None = None
+
+    def run(self) -> TrainResult:
+        start_step, started = self.state.step, time.perf_counter()
+        log.info("training %s on %d showers: %d steps of %d (%d per epoch), from step %d",
+                 self.settings.model.name, len(self.train_set), self.total_steps,
+                 self.recipe.batch_size, self.steps_per_epoch, start_step)
+        bar = tqdm(total=self.total_steps, initial=start_step, desc="training", unit="step")
+        for step in range(start_step, self.total_steps):
+            losses = self._step(step)
+            self.state.step = step + 1
+            bar.update(1)
+            bar.set_postfix(d=f"{losses['train/d_loss']:.3g}", g=f"{losses['train/g_loss']:.3g}")
+            if step % self.recipe.log_every == 0:
+                self.tracker.log_metrics(losses, step=step)
+            if self.chief and step % 100 == 0:
+                self._history({"step": step, "seconds": time.perf_counter() - started, **losses})
+            if (step + 1) % self.steps_per_epoch == 0:
+                self._validate(epoch=(step + 1) // self.steps_per_epoch - 1)
+            if self._over_budget(started):
+                log.info("stopping at step %d: train.max_minutes reached", self.state.step)
+                break
+            if self.state.step % self.recipe.checkpoint_every == 0:
+                self._checkpoint()
+        bar.close()
+        self._checkpoint()
+        return self._finish(start_step, time.perf_counter() - started)
+
+    def _batch_indices(self, step: int) -> np.ndarray:
+        epoch, index = divmod(step, self.steps_per_epoch)
+        if self._epoch_order is None or self._epoch_order[0] != epoch:
+            order = np.random.default_rng([self.settings.seed, epoch]).permutation(
+                len(self.train_set))
+            self._epoch_order = (epoch, order)
+        size = self.recipe.batch_size
+        return np.sort(self._epoch_order[1][index * size : (index + 1) * size])
+
+    def _step(self, step: int) -> dict[str, float]:
+        indices = self._batch_indices(step)
+        batch = make_batch(self.train_set.ecal[indices], self.train_set.energy[indices],
+                           self.io, self.recipe,
+                           (self.settings.data.energy_min, self.settings.data.energy_max),
+                           self.settings.model.latent_distribution,
+                           np.random.default_rng([self.settings.seed, step]))
+        real = self.steps.discriminator_step(batch.real_images, batch.real)
+        fake = self.steps.discriminator_step(self.steps.generate(batch.fake_input), batch.fake)
+        for _ in range(self.recipe.generator_steps):
+            generator = self.steps.generator_step(batch.fake_input, batch.generator)
+        metrics = {f"train/{k}_real": v for k, v in real.items()}
+        metrics |= {f"train/{k}_fake": v for k, v in fake.items()}
+        metrics |= {f"train/{k}": v for k, v in generator.items()}
+        metrics["train/d_loss"] = (real["d_loss"] + fake["d_loss"]) / 2
+        return metrics
+
+    def _over_budget(self, started: float) -> bool:
+        budget = self.recipe.max_minutes
+        return budget is not None and (time.perf_counter() - started) / 60 >= budget
+
+    def _validate(self, epoch: int) -> None:
+        if not self.chief:
+            return
+        self.steps.sync_models()
+        score, metrics, result = self.validator(self.steps.generate)
+        metrics["train/val_score"] = score
+        self.tracker.log_metrics(metrics, step=epoch)
+        self._history({"epoch": epoch, "step": self.state.step, **metrics})
+        self._log_profiles(result, epoch)
+        log.info("epoch %d: validation score %.4f (best %.4f)", epoch, score,
+                 self.state.best_score)
+        if score < self.state.best_score:
+            self.state.best_score, self.state.best_epoch = score, epoch
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _save_weights_atomically(self.networks.generator, self.folder / BEST_GENERATOR)
+            _save_weights_atomically(self.networks.discriminator,
+                                     self.folder / BEST_DISCRIMINATOR)
+
+    def _history(self, record: dict) -> None:
+        """Append to ``history.jsonl`` beside the checkpoints: the record of a training that
+        ran without MLflow (a GPU box), and a quick look for anyone."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / "history.jsonl", "a") as stream:
+            stream.write(json.dumps(record) + "\n")
+
+    def _log_profiles(self, result: ValidationResult, epoch: int) -> None:
+        """The epoch's y and z shower shapes (linear and log, ratio to the reference)."""
+        if not self.tracker.run_id or not self.settings.physics.figures:
+            return
+        from calo.physics.plots import profile_figure
+
+        labels = {"reference": "reference (validation)", "engine": f"generator, epoch {epoch}"}
+        for axis in ("y", "z"):
+            self.tracker.log_figure(profile_figure(result, axis, labels),
+                                    f"validation/epoch{epoch:03d}_{axis}.png")
+
+    def _checkpoint(self) -> None:
+        if not self.chief:
+            return
+        self.steps.sync_models()
+        save_checkpoint(self.folder, self.networks.checkpointed(), self.state)
+
+    def _finish(self, start_step: int, seconds: float) -> TrainResult:
+        steps = self.state.step - start_step
+        rate = steps * self.recipe.batch_size / seconds if steps else 0.0
+        metrics = {"train/showers_per_s": rate, "train/step_s": seconds / max(steps, 1),
+                   "train/best_score": self.state.best_score,
+                   "train/best_epoch": self.state.best_epoch, "train/steps": self.state.step}
+        self.tracker.log_metrics(metrics)
+        if self.chief:
+            self._history({"finished": True, "seconds": seconds, "backend":
+                           keras.backend.backend(), **metrics})
+            _save_weights_atomically(self.networks.generator, self.folder / LAST_GENERATOR)
+            _save_weights_atomically(self.networks.discriminator,
+                                     self.folder / LAST_DISCRIMINATOR)
+            self._publish_best()
+        return TrainResult(self.folder, self.state.step, self.state.best_score,
+                           self.state.best_epoch, rate, self.tracker.run_id)
+
+    def _publish_best(self) -> None:
+        """Best weights as artifacts, and the best generator as a registered MLflow model."""
+        best = self.folder / BEST_GENERATOR
+        if not best.exists():
+            log.warning("no epoch finished: no best weights (only the checkpoint) in %s",
+                        self.folder)
+            return
+        self.tracker.log_artifact(best, "weights")
+        self.tracker.log_artifact(self.folder / BEST_DISCRIMINATOR, "weights")
+        if keras.backend.backend() == "tensorflow" and self.tracker.run_id:
+            generator = build_generator(self.settings.model)
+            generator.load_weights(best)
+            example = self.validator.network_input[:2]
+            uri = self.tracker.log_keras_model(generator, "generator", example,
+                                               self.recipe.register_name)
+            log.info("best generator (epoch %d) logged as %s", self.state.best_epoch, uri)

@@ -1,0 +1,81 @@
+"""TensorFlow training steps: gradient tapes under a ``tf.distribute`` strategy.
+
+The global batch arrives as numpy arrays; each replica takes its contiguous slice, computes its
+loss share (see ``recipe.weighted_loss``) and the optimizer sums the gradients across replicas.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from calo.train.recipe import Targets, loss_metrics, weighted_loss
+
+__all__ = ["TFSteps"]
+
+
+class TFSteps:
+    """Discriminator and generator updates, and inference, for the TensorFlow backend."""
+
+    def __init__(self, generator, discriminator, g_optimizer, d_optimizer,
+                 loss_weights: list[float], global_batch: int,
+                 strategy: tf.distribute.Strategy) -> None:
+        self.generator, self.discriminator = generator, discriminator
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.loss_weights = list(loss_weights)
+        self.global_batch = global_batch
+        self.strategy = strategy
+        self._d_update = tf.function(self._replicated(self._d_replica_step))
+        self._g_update = tf.function(self._replicated(self._g_replica_step))
+        self._infer = tf.function(lambda x: generator(x, training=False))
+
+    def _replicated(self, replica_step):
+        def step(*per_replica_inputs):
+            losses = self.strategy.run(replica_step, args=per_replica_inputs)
+            return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+                    for loss in losses]
+
+        return step
+
+    def _d_replica_step(self, images, label, aux, ecal):
+        with tf.GradientTape() as tape:
+            outputs = self.discriminator(images, training=True)
+            total, parts = weighted_loss(outputs, (label, aux, ecal), self.loss_weights,
+                                         self.global_batch)
+        variables = self.discriminator.trainable_variables
+        self.d_optimizer.apply(tape.gradient(total, variables), variables)
+        return (total, *parts)
+
+    def _g_replica_step(self, latent, label, aux, ecal):
+        with tf.GradientTape() as tape:
+            outputs = self.discriminator(self.generator(latent, training=True), training=False)
+            total, parts = weighted_loss(outputs, (label, aux, ecal), self.loss_weights,
+                                         self.global_batch)
+        variables = self.generator.trainable_variables
+        self.g_optimizer.apply(tape.gradient(total, variables), variables)
+        return (total, *parts)
+
+    def _distribute(self, *arrays: np.ndarray) -> list:
+        """Each replica's contiguous slice of the global batch, per array."""
+        share = self.global_batch // self.strategy.num_replicas_in_sync
+
+        def replica_slice(array: np.ndarray):
+            def value(context: tf.distribute.InputContext):
+                start = context.replica_id_in_sync_group * share
+                return tf.constant(array[start : start + share])
+
+            return self.strategy.experimental_distribute_values_from_function(value)
+
+        return [replica_slice(array) for array in arrays]
+
+    def discriminator_step(self, images: np.ndarray, targets: Targets) -> dict[str, float]:
+        return loss_metrics("d", self._d_update(*self._distribute(images, *targets.as_tuple())))
+
+    def generator_step(self, latent: np.ndarray, targets: Targets) -> dict[str, float]:
+        return loss_metrics("g", self._g_update(*self._distribute(latent, *targets.as_tuple())))
+
+    def generate(self, network_input: np.ndarray) -> np.ndarray:
+        return self._infer(tf.constant(network_input)).numpy()
+
+    def sync_models(self) -> None:
+        """The Keras variables are the training state already."""

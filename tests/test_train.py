@@ -1,0 +1,189 @@
+"""python -m calo.train on the tiny model: end to end, exact resume, bad input, two workers,
+and the JAX backend's weights loaded back under TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from calo.errors import CaloError
+from calo.train.checkpoint import latest_checkpoint
+from calo.train.loop import BEST_GENERATOR, train
+
+TINY_TRAIN = ["model=tiny", "data.n_showers=120", "train.batch_size=20",
+              "train.validation_showers=20", "train.checkpoint_every=3", "train.generator_steps=1"]
+
+
+@pytest.fixture
+def compose_train(compose_run, tmp_path: Path):
+    def _compose(*overrides: str):
+        return compose_run(*TINY_TRAIN, f"train.checkpoint_root={tmp_path / 'ckpt'}",
+                           *overrides, config_name="train")
+
+    return _compose
+
+
+def checkpoint_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as stored:
+        return {key: stored[key] for key in stored.files if key != "state"}
+
+
+def test_train_end_to_end_logs_registers_and_resumes(compose_train, compose_run,
+                                                     store: Path) -> None:
+    first = train(compose_train("train.epochs=1"))
+    assert first.steps == 5 and first.best_epoch == 0
+    assert (first.folder / BEST_GENERATOR).exists()
+    client = mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(first.run_id, "train/g_loss")] == [0, 1, 2,
+                                                                                        3, 4]
+    assert "train/val_score" in run.data.metrics and "val/z_mean" in run.data.metrics
+    assert client.get_registered_model("calo-generator").name == "calo-generator"
+
+    from calo.run import run as main_run
+
+    version = client.get_latest_versions("calo-generator")[0].version
+    run_id = main_run(compose_run("model=tiny", "data.n_showers=60", "batch_size=30",
+                                  f"model.weights=models:/calo-generator/{version}",
+                                  "physics.figures=false", "bench.enabled=false"))
+    assert client.get_run(run_id).data.tags["generator_trained"] == "true"
+
+    second = train(compose_train("train.epochs=2", "train.resume=true"))
+    assert second.steps == 10 and second.run_id == first.run_id
+    history = client.get_metric_history(first.run_id, "train/g_loss")
+    assert sorted(m.step for m in history) == list(range(10))
+
+
+def test_resume_continues_exactly(compose_train, tmp_path: Path) -> None:
+    straight = train(compose_train("train.max_steps=6", "train.name=straight", "tracking=off"))
+    train(compose_train("train.max_steps=3", "train.name=split", "tracking=off"))
+    resumed = train(compose_train("train.max_steps=6", "train.name=split", "tracking=off",
+                                  "train.resume=true"))
+    assert straight.steps == resumed.steps == 6
+    expected = checkpoint_arrays(latest_checkpoint(straight.folder))
+    actual = checkpoint_arrays(latest_checkpoint(resumed.folder))
+    for key, value in expected.items():
+        np.testing.assert_allclose(actual[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_checkpoint_of_another_config_is_refused(compose_train) -> None:
+    train(compose_train("train.max_steps=3", "tracking=off"))
+    with pytest.raises(CaloError, match="another model, data or recipe"):
+        train(compose_train("train.max_steps=6", "tracking=off", "train.resume=true",
+                            "train.real_label=0.8"))
+
+
+def test_corrupt_checkpoint_is_refused(compose_train, tmp_path: Path) -> None:
+    result = train(compose_train("train.max_steps=3", "tracking=off"))
+    checkpoint = latest_checkpoint(result.folder)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(CaloError, match="not a readable checkpoint"):
+        train(compose_train("train.max_steps=6", "tracking=off", f"train.resume={checkpoint}"))
+
+
+def test_interrupted_checkpoint_write_leaves_the_previous_one(compose_train, monkeypatch) -> None:
+    result = train(compose_train("train.max_steps=3", "tracking=off"))
+    before = sorted(result.folder.glob("*.ckpt.npz"))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(compose_train("train.max_steps=6", "tracking=off", "train.resume=true"))
+    assert sorted(result.folder.glob("*.ckpt.npz")) == before
+    assert not list(result.folder.glob("*.part"))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["train.batch_size=500"], "larger than the"),
+    (["train.resume=true", "train.name=never-trained"], "no checkpoint"),
+    (["train.strategy=multi_worker"], "TF_CONFIG"),
+])
+def test_bad_training_input_is_a_clear_error(compose_train, overrides, message,
+                                             monkeypatch) -> None:
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(CaloError, match=message):
+        train(compose_train("tracking=off", *overrides))
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _train_command(tmp_path: Path, name: str, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "calo.train", *TINY_TRAIN, "model.dropout=0",
+            "train.max_steps=3", f"train.name={name}", f"train.checkpoint_root={tmp_path}",
+            f"data.cache_dir={tmp_path / 'cache'}", "tracking=off",
+            f"hydra.run.dir={tmp_path / ('hydra-' + name)}", *overrides]
+
+
+def test_two_workers_train_like_one_process(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("TF_CONFIG", None)
+    single = subprocess.run(_train_command(tmp_path, "single"), env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        workers.append(subprocess.Popen(
+            _train_command(tmp_path, "multi", "train.strategy=multi_worker"),
+            env={**env, "TF_CONFIG": json.dumps(config)}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+        assert "trained 3 steps" in out  # both workers made progress
+    assert latest_checkpoint(tmp_path / "multi") is not None  # the chief wrote it
+    expected = checkpoint_arrays(latest_checkpoint(tmp_path / "single"))
+    actual = checkpoint_arrays(latest_checkpoint(tmp_path / "multi"))
+    for key, value in expected.items():
+        if key.startswith(("generator/", "discriminator/")):
+            np.testing.assert_allclose(actual[key], value, rtol=1e-3, atol=1e-4, err_msg=key)
+
+
+PREDICT = """
+import sys, numpy as np
+from calo.config import ModelConfig
+from calo.model import build_generator
+generator = build_generator(ModelConfig(name="tiny", path_filters=[4, 8, 8, 8, 8, 8, 4, 4]))
+generator.load_weights(sys.argv[1])
+x = np.random.default_rng(0).standard_normal((3, 200)).astype(np.float32)
+np.save(sys.argv[2], np.asarray(generator.predict(x, verbose=0)))
+"""
+
+
+@pytest.mark.slow
+def test_jax_trained_weights_load_under_tensorflow(tmp_path: Path) -> None:
+    pytest.importorskip("jax")
+    jax_env = {**os.environ, "KERAS_BACKEND": "jax"}
+    command = _train_command(tmp_path, "jax", "train.max_steps=null", "train.epochs=1")
+    result = subprocess.run(command, env=jax_env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    weights = tmp_path / "jax" / BEST_GENERATOR
+    on_jax = tmp_path / "jax.npy"
+    subprocess.run([sys.executable, "-c", PREDICT, str(weights), str(on_jax)], env=jax_env,
+                   check=True, timeout=300)
+    on_tensorflow = tmp_path / "tf.npy"
+    subprocess.run([sys.executable, "-c", PREDICT, str(weights), str(on_tensorflow)],
+                   env={**os.environ, "KERAS_BACKEND": "tensorflow"}, check=True, timeout=300)
+    np.testing.assert_allclose(np.load(on_tensorflow), np.load(on_jax), rtol=1e-4, atol=1e-5)
+    assert np.load(on_jax).any()
