@@ -25,7 +25,8 @@ run: $(INSTALLED)  ## the main job on the built-in defaults, logged to mlruns/
 test: $(INSTALLED)  ## the test suite (tiny models; what CI runs)
 	$(PY) -m pytest -m "not slow"
 
-test-full: $(INSTALLED)  ## every test, the slow full-size ones too
+test-full: $(INSTALLED)  ## every test, the slow full-size and JAX ones too
+	$(PY) -m pip install --quiet -e ".[dev,jax]"
 	$(PY) -m pytest
 
 bench: $(INSTALLED)  ## full-size generator, every precision, this machine: one table -> mlruns/
