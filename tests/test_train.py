@@ -187,3 +187,19 @@ def test_jax_trained_weights_load_under_tensorflow(tmp_path: Path) -> None:
                    env={**os.environ, "KERAS_BACKEND": "tensorflow"}, check=True, timeout=300)
     np.testing.assert_allclose(np.load(on_tensorflow), np.load(on_jax), rtol=1e-4, atol=1e-5)
     assert np.load(on_jax).any()
+
+
+def test_training_without_mlflow_is_published_into_the_registry(compose_train, store: Path,
+                                                                tmp_path: Path) -> None:
+    from calo.train.publish import publish
+
+    result = train(compose_train("train.epochs=1", "tracking=off"))
+    publish(result.folder, [*TINY_TRAIN, f"tracking.store_dir={store}",
+                            "train.register_name=published"])
+    client = mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    (version,) = client.search_model_versions("name='published'")
+    run = client.get_run(version.run_id)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/val_score")] == [0]
+    with pytest.raises(CaloError, match="no history.jsonl"):
+        publish(tmp_path, TINY_TRAIN)
