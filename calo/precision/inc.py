@@ -28,7 +28,8 @@ from calo.precision.calibration import CalibrationLoader
 from calo.precision.frozen import GraphEngine, freeze_graph
 from calo.precision.graph import Graph
 
-__all__ = ["BF16Engine", "INT8Engine", "build_inc_engine", "require_bf16", "resolve_keep_fp32"]
+__all__ = ["BF16Engine", "INT8Engine", "build_inc_engine", "neural_compressor_session",
+           "quantizable_nodes", "quantization_config", "require_bf16", "resolve_keep_fp32"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class _ProcessStderr:
 
 
 @contextlib.contextmanager
-def _neural_compressor_session() -> Iterator[None]:
+def neural_compressor_session() -> Iterator[None]:
     """Quiet Neural Compressor (it logs every pass at INFO) and point its calibration capture
     at fd 2: it defaults to ``sys.stderr`` as it was when it was imported, which under a
     captured stderr (pytest, a redirecting caller) is another file, and calibration then
@@ -114,26 +115,43 @@ def _neural_compressor_session() -> Iterator[None]:
         CaptureOutputToFile.__init__.__defaults__ = defaults
 
 
+def quantizable_nodes(graph_def: tf.compat.v1.GraphDef) -> list[tuple[str, str]]:
+    """(node name, op type) of every node of a frozen graph that Neural Compressor can
+    quantize: the names ``precision.keep_fp32`` selects from."""
+    from neural_compressor.tensorflow import Model, StaticQuantConfig
+
+    with neural_compressor_session():
+        return [(name, op) for name, op in StaticQuantConfig().get_model_info(Model(graph_def))]
+
+
+def quantization_config(dtype: Dtype, kept: list[str] | tuple[str, ...] = ()):
+    """Neural Compressor's static quantization config to ``dtype`` that keeps the quantizable
+    nodes named in ``kept`` (exact names, as :func:`resolve_keep_fp32` returns them) in fp32."""
+    from neural_compressor.tensorflow import StaticQuantConfig
+
+    config = StaticQuantConfig(weight_dtype=dtype, act_dtype=dtype,
+                               weight_granularity="per_channel")
+    for name in kept:
+        config.set_local(re.escape(name) + "$",
+                         StaticQuantConfig(weight_dtype="fp32", act_dtype="fp32"))
+    return config
+
+
 def build_inc_engine(graph: Graph, io: NetworkIO, cfg: PrecisionConfig, dtype: Dtype,
                      calibration: NDArray[np.float32]) -> GraphEngine:
     """Quantize the inference graph with Neural Compressor; int8 keeps ``cfg.keep_fp32``."""
-    from neural_compressor.tensorflow import Model, StaticQuantConfig, quantize_model
+    from neural_compressor.tensorflow import quantize_model
 
     if len(calibration) == 0:
         raise CaloError(f"precision={cfg.name}: the calibration set is empty: "
                         "give precision.calibration_size > 0")
     graph_def, _, _ = freeze_graph(graph)
-    with _neural_compressor_session():
-        quantizable = [(name, op) for name, op in StaticQuantConfig().get_model_info(
-            Model(graph_def))]
+    with neural_compressor_session():
+        quantizable = quantizable_nodes(graph_def)
         log.info("Neural Compressor can quantize %d nodes: %s", len(quantizable),
                  ", ".join(f"{name} ({op})" for name, op in quantizable))
         kept = resolve_keep_fp32(cfg.keep_fp32, quantizable) if dtype == "int8" else []
-        config = StaticQuantConfig(weight_dtype=dtype, act_dtype=dtype,
-                                   weight_granularity="per_channel")
-        for name in kept:
-            config.set_local(re.escape(name) + "$",
-                             StaticQuantConfig(weight_dtype="fp32", act_dtype="fp32"))
+        config = quantization_config(dtype, kept)
         log.info("quantizing to %s with Neural Compressor (%d calibration inputs, %d nodes kept "
                  "in fp32)", dtype, len(calibration), len(kept))
         quantized = quantize_model(graph_def, config,
