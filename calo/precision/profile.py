@@ -29,6 +29,8 @@ CATEGORIES = (
     "transpose, concat, reshape", "other",
 )
 _QUANTIZE = ("QuantizeV2", "Dequantize", "Requantize")
+# Bookkeeping kernels the runtime also traces (constants, function arguments and results).
+_BOOKKEEPING = {"Const", "HostConst", "NoOp", "Identity", "_Arg", "_Retval", "_SOURCE"}
 _DATA_MOVEMENT = ("Transpose", "ConcatV2", "Concat", "Reshape")
 
 
@@ -133,6 +135,8 @@ def op_breakdown(engine: Engine, batch_size: int = 64, repeats: int = 3,
             for device in metadata.step_stats.dev_stats:
                 for stats in device.node_stats:
                     op = _kernel_op(stats)
+                    if op in _BOOKKEEPING:
+                        continue
                     category = op_category(op, stats.node_name,
                                            dtypes.get(stats.node_name, "float32"))
                     elapsed = stats.op_end_rel_micros - stats.op_start_rel_micros
