@@ -263,3 +263,14 @@ def test_run_logs_the_int8_engine_its_quantization_and_profile(compose_run, stor
     details = json.loads(Path(client.download_artifacts(run_id, "engine_details.json",
                                                         str(store))).read_text())
     assert ["combine_conv/Conv2D", "Conv2D"] in details["quantizable_nodes"]
+
+
+def test_a_graph_that_would_run_python_is_refused(engines, generator, io, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    folder = engine_for(engines, generator, io, Backend.fp32).save(tmp_path / "engine")
+    graph_def = tf.compat.v1.GraphDef.FromString((folder / "model.pb").read_bytes())
+    graph_def.node.add(name="evil", op="PyFunc")
+    (folder / "model.pb").write_bytes(graph_def.SerializeToString())
+    with pytest.raises(CaloError, match="holds PyFunc ops"):
+        load_engine(folder)

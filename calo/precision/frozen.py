@@ -25,6 +25,11 @@ __all__ = ["MODEL_FILE", "GraphEngine", "freeze", "freeze_graph", "graph_nodes"]
 
 MODEL_FILE = "model.pb"
 
+# Ops that would run Python or touch files: a saved engine holding one is refused.
+_UNSAFE_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc", "ReadFile", "WriteFile",
+               "MatchingFiles", "Save", "SaveV2", "SaveSlices", "Restore", "RestoreV2",
+               "RestoreSlice", "MergeV2Checkpoints"}
+
 # Graph plumbing that computes nothing worth a row in a dtype table.
 _PLUMBING = {"Const", "HostConst", "Identity", "NoOp", "Placeholder", "ReadVariableOp",
              "VarHandleOp", "StatefulPartitionedCall", "PartitionedCall", "Shape",
@@ -94,6 +99,11 @@ class GraphEngine(Engine):
         details = meta["details"]
         try:
             graph_def = tf.compat.v1.GraphDef.FromString((folder / MODEL_FILE).read_bytes())
+            ops = {node.op for node in graph_def.node} | {
+                node.op for function in graph_def.library.function for node in function.node_def}
+            unsafe = sorted(ops & _UNSAFE_OPS)
+            if unsafe:
+                raise ValueError(f"it holds {', '.join(unsafe)} ops, which no engine graph has")
             return cls(graph_def, meta["io"], details["inputs"], details["output"], details)
         except FileNotFoundError as error:
             raise CaloError(f"{folder}: {MODEL_FILE} is missing: save the engine again") from error
