@@ -18,6 +18,7 @@ from calo.config import Backend, RunConfig, to_run_config
 from calo.data import Showers, load_reference
 from calo.hw import Topology, apply_topology, resolve_topology
 from calo.paths import CONFIG_DIR
+from calo.sweep import is_sweep_job, run_sweep_job
 from calo.tracking import Tracker, tracked_run
 
 __all__ = ["main", "run"]
@@ -131,6 +132,7 @@ def _physics_stage(reference: Showers, generated: Showers, fp32: Showers, settin
                    tracker: Tracker) -> None:
     from calo.physics import validate
     from calo.physics.table import render_run_table
+    from calo.report.profiles import PROFILES_ARTIFACT, profile_record
 
     log.info("physics validation of %d %s showers against %d reference showers",
              len(generated), settings.precision.name, len(reference))
@@ -138,6 +140,7 @@ def _physics_stage(reference: Showers, generated: Showers, fp32: Showers, settin
     metrics = result.metrics()
     tracker.log_metrics(metrics)
     tracker.log_text(render_run_table(metrics, settings.precision.name), "physics/table.md")
+    tracker.log_dict(profile_record(result), PROFILES_ARTIFACT)  # for the report's figures
     log.info("physics: svn %.4g (statistical floor %.4g)", metrics["physics/svn"],
              metrics["physics/svn_floor"])
     if settings.physics.figures:
@@ -149,7 +152,10 @@ def _physics_stage(reference: Showers, generated: Showers, fp32: Showers, settin
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="run")
 def main(cfg: DictConfig) -> None:
-    exit_on_user_error(run, cfg)
+    if is_sweep_job():  # -m: bad input ends this job, not the sweep
+        run_sweep_job(run, cfg)
+    else:
+        exit_on_user_error(run, cfg)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import matplotlib.pyplot as plt
 import mplhep
 import numpy as np
@@ -9,15 +12,21 @@ from matplotlib.figure import Figure
 
 from calo.bench.results import GridResult
 
-__all__ = ["plot_grid"]
+__all__ = ["plot_grid", "plot_grid_rows"]
 
 
 def plot_grid(grid: GridResult, machine: str = "") -> Figure:
     """Showers per second for fp32 and the precision in each (threads, streams) cell, as the
     paper's Figure 4; the paired speed-up is written above each cell."""
-    rows = grid.rows()
+    return plot_grid_rows(grid.rows(), grid.precision, grid.batch_size, machine)
+
+
+def plot_grid_rows(rows: Sequence[Mapping[str, Any]], precision: str, batch_size: int,
+                   machine: str = "") -> Figure:
+    """:func:`plot_grid` from rows as :meth:`GridResult.rows` gives them (``threads``,
+    ``streams``, ``fp32``, ``<precision>``, ``speedup``), e.g. read back from MLflow."""
     labels = [f"{row['threads']} thr\n{row['streams']} str" for row in rows]
-    names = dict.fromkeys(("fp32", grid.precision))  # one series when fp32 is benchmarked
+    names = dict.fromkeys(("fp32", precision))  # one series when fp32 is benchmarked
     series = [name for name in names if any(row[name] for row in rows)]
     positions = np.arange(len(rows))
     width = 0.8 / len(series)
@@ -34,7 +43,7 @@ def plot_grid(grid: GridResult, machine: str = "") -> Figure:
         ax.set_xticks(positions, labels)
         ax.set_ylabel("showers / s")
         ax.set_xlabel("threads x streams")
-        ax.set_title(f"batch {grid.batch_size}{' on ' + machine if machine else ''}",
+        ax.set_title(f"batch {batch_size}{' on ' + machine if machine else ''}",
                      fontsize="small")
         ax.legend()
         ax.set_ylim(0, ax.get_ylim()[1] * 1.15)

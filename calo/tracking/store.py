@@ -11,7 +11,7 @@ from calo.config import TrackingConfig
 from calo.errors import CaloError
 from calo.paths import resolve
 
-__all__ = ["artifact_location", "configure_store", "tracking_uri"]
+__all__ = ["artifact_location", "check_server", "configure_store", "tracking_uri"]
 
 # MLflow retries an unreachable server for minutes by default; a run should fail fast instead.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -30,7 +30,7 @@ def artifact_location(cfg: TrackingConfig) -> str | None:
     return None if cfg.uri else (resolve(cfg.store_dir) / "artifacts").as_uri()
 
 
-def _check_server(uri: str) -> None:
+def check_server(uri: str) -> None:
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
             response.read()
@@ -48,7 +48,7 @@ def configure_store(cfg: TrackingConfig) -> str:
 
     uri = tracking_uri(cfg)
     if urlparse(uri).scheme in ("http", "https"):
-        _check_server(uri)
+        check_server(uri)
     else:
         resolve(cfg.store_dir).mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)

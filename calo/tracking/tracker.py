@@ -17,6 +17,7 @@ from calo.config import TrackingConfig
 from calo.hw import detect_machine
 from calo.paths import PROJECT_ROOT
 from calo.tracking.store import configure_store
+from calo.tracking.sweep import sweep_job_tags
 
 __all__ = ["Tracker", "flatten", "tracked_run"]
 
@@ -151,7 +152,8 @@ def tracked_run(
     tags: Mapping[str, str] | None = None, resume_run_id: str | None = None,
 ) -> Iterator[Tracker]:
     """Start a run that records the config, the machine and the code version; end it FINISHED,
-    or FAILED with the error as a tag (everything logged until then is kept).
+    or FAILED with the error as a tag (everything logged until then is kept). A job of a
+    multirun becomes a child of its sweep's parent run (calo.tracking.sweep).
 
     ``resume_run_id`` continues an earlier run (its params are already there and immutable).
     With tracking off, the tracker records nothing.
@@ -168,7 +170,7 @@ def tracked_run(
     status = "FAILED"
     try:
         tracker.set_tags({**detect_machine().as_tags(), **git_tags(), **hydra_tags(),
-                          **(tags or {})})
+                          **sweep_job_tags(tracking), **(tags or {})})
         if resume_run_id is None:
             container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
             tracker.log_params(flatten(container))
