@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 STORE := $(CURDIR)/mlruns
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-full bench ui lint clean
+.PHONY: help install run test test-full bench report ui lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ test-full: $(INSTALLED)  ## every test, the slow full-size and JAX ones too
 
 bench: $(INSTALLED)  ## full-size generator, every precision, this machine: one table -> mlruns/
 	$(PY) -m calo.bench
+
+report: $(INSTALLED)  ## the comparison report of the latest sweep: make report ARGS="--experiment paper_tables"
+	$(PY) -m calo.report $(ARGS)
 
 ui: $(INSTALLED)  ## the MLflow UI on http://127.0.0.1:5000 over mlruns/
 	mkdir -p $(STORE)
