@@ -51,7 +51,7 @@ def test_train_end_to_end_logs_registers_and_resumes(compose_train, compose_run,
 
     from calo.run import run as main_run
 
-    version = client.get_latest_versions("calo-generator")[0].version
+    version = max(int(v.version) for v in client.search_model_versions("name='calo-generator'"))
     run_id = main_run(compose_run("model=tiny", "data.n_showers=60", "batch_size=30",
                                   f"model.weights=models:/calo-generator/{version}",
                                   "physics.figures=false", "bench.enabled=false"))
