@@ -28,6 +28,12 @@ __all__ = [
     "PhysicsConfig",
     "PrecisionConfig",
     "RunConfig",
+    "SearchConfig",
+    "SearchGranularity",
+    "SearchMode",
+    "SearchPhysics",
+    "SearchSampler",
+    "SearchSpeed",
     "Strategy",
     "TrackingConfig",
     "TrainConfig",
@@ -254,6 +260,91 @@ class BenchConfig:
         _require(self.seconds >= 0, f"bench.seconds cannot be negative, got {self.seconds}")
 
 
+class SearchGranularity(StrEnum):
+    node = "node"  # one keep-fp32 switch per quantizable node
+    path = "path"  # one per generator path (xy, zx, yz) and one per node outside the paths
+    depth = "depth"  # one per block index across the three paths, and per node outside them
+
+
+class SearchMode(StrEnum):
+    multi = "multi"  # Pareto front of physics distance and speed
+    single = "single"  # smallest physics distance within search.latency_budget_ms
+
+
+class SearchPhysics(StrEnum):
+    svn = "svn"  # single validation number of the engine's showers against the reference
+    pixel = "pixel"  # pixel-wise distance to fp32 on the same inputs, relative to the ECAL
+
+
+class SearchSpeed(StrEnum):
+    speedup = "speedup"  # throughput ratio to fp32, rounds alternating (maximised)
+    throughput = "throughput"  # showers/s (maximised)
+    latency = "latency"  # median batch latency, ms (minimised)
+
+
+class SearchSampler(StrEnum):
+    auto = "auto"  # nsga2 for mode=multi, tpe for mode=single
+    nsga2 = "nsga2"
+    tpe = "tpe"
+    random = "random"
+
+
+@dataclass
+class SearchConfig:
+    """The mixed-precision search (calo.search): Optuna chooses which int8_inc nodes stay fp32.
+
+    On with ``precision=int8_inc_search`` (which sets ``enabled``). A trial quantizes,
+    generates ``n_showers``, measures their physics and times ``batch_size`` batches.
+    """
+
+    enabled: bool = False
+    n_trials: int = 30  # completed trials the study should hold; a rerun resumes up to it
+    study: str | None = None  # None: <model>-<granularity>-<mode>@<hw>
+    storage: str | None = None  # SQLAlchemy URL; None: sqlite beside the MLflow store
+    granularity: SearchGranularity = SearchGranularity.node
+    mode: SearchMode = SearchMode.multi
+    physics: SearchPhysics = SearchPhysics.pixel
+    speed: SearchSpeed = SearchSpeed.speedup
+    latency_budget_ms: float | None = None  # mode=single: slower trials are infeasible
+    sampler: SearchSampler = SearchSampler.auto
+    population_size: int = 10  # NSGA-II generation size
+    seed: int = 0  # sampler seed
+    n_showers: int = 1000  # generated per trial (same latents and energies every trial)
+    batch_size: int = 64  # timed batch size
+    bench_seconds: float = 2.0  # timed seconds per round
+    bench_rounds: int = 2  # rounds per trial (alternating with fp32 for speed=speedup)
+    max_failure_rate: float = 0.2  # crashed trials allowed, as a share of n_trials
+    physics_tolerance: float = 0.1  # the chosen point: SVN within this of fp32's ...
+    min_speed_fraction: float = 0.8  # ... keeping this share of plain int8_inc's speed-up
+    compare_with: list[Backend] = field(default_factory=lambda: [Backend.int8_tflite])
+    autotune: bool = True  # also run Neural Compressor's autotune on the study's candidates
+    register_name: str | None = "calo-int8-search"  # MLflow registry name of the chosen engine
+    save_as: str | None = None  # also write the chosen set as conf/precision/<save_as>.yaml
+    heartbeat_s: int = 60  # a trial silent for 3x this is failed (and retried) by the next run
+
+    def __post_init__(self) -> None:
+        _require(self.n_trials > 0, f"search.n_trials must be positive (a search of zero trials "
+                                    f"finds nothing), got {self.n_trials}")
+        for key in ("population_size", "n_showers", "batch_size", "bench_rounds",
+                    "heartbeat_s"):
+            _require(getattr(self, key) > 0,
+                     f"search.{key} must be positive, got {getattr(self, key)}")
+        _require(self.population_size >= 2,
+                 f"search.population_size must be at least 2, got {self.population_size}")
+        _require(self.bench_seconds >= 0,
+                 f"search.bench_seconds cannot be negative, got {self.bench_seconds}")
+        _require(0.0 <= self.max_failure_rate <= 1.0,
+                 f"search.max_failure_rate must be in [0, 1], got {self.max_failure_rate}")
+        _require(self.physics_tolerance >= 0,
+                 f"search.physics_tolerance cannot be negative, got {self.physics_tolerance}")
+        _require(0.0 < self.min_speed_fraction <= 1.0,
+                 f"search.min_speed_fraction must be in (0, 1], got {self.min_speed_fraction}")
+        _require(self.mode is not SearchMode.single or (self.latency_budget_ms or 0) > 0,
+                 "search.mode=single needs search.latency_budget_ms=<positive ms per batch>")
+        _require(self.study is None or bool(self.study.strip()),
+                 "search.study must be a non-empty name (or null for the default)")
+
+
 @dataclass
 class RunConfig:
     """One run: generate showers with a generator in some precision and measure them."""
@@ -265,12 +356,16 @@ class RunConfig:
     tracking: TrackingConfig = MISSING
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     seed: int = 42
     batch_size: int = 64
     n_generated: int | None = None  # None: one shower per reference shower
 
     def __post_init__(self) -> None:
         _require(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
+        _require(not self.search.enabled or self.precision.backend is Backend.int8_inc,
+                 "the search chooses which int8_inc nodes stay fp32: it needs an int8_inc "
+                 f"precision (precision=int8_inc_search), got {self.precision.backend}")
         _require(
             self.n_generated is None or self.n_generated > 0,
             f"n_generated must be positive, got {self.n_generated}",
