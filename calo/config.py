@@ -320,6 +320,7 @@ class SearchConfig:
     autotune: bool = True  # also run Neural Compressor's autotune on the study's candidates
     register_name: str | None = "calo-int8-search"  # MLflow registry name of the chosen engine
     save_as: str | None = None  # also write the chosen set as conf/precision/<save_as>.yaml
+    save_trial: int | None = None  # python -m calo.search: write this trial (None: the chosen)
     heartbeat_s: int = 60  # a trial silent for 3x this is failed (and retried) by the next run
 
     def __post_init__(self) -> None:

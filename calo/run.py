@@ -29,6 +29,10 @@ log = logging.getLogger("calo.run")
 def run(cfg: DictConfig) -> str:
     """Run one job from a composed config; returns the MLflow run ID."""
     settings = to_run_config(cfg)
+    if settings.search.enabled:  # precision=int8_inc_search: many int8_inc runs (calo/search)
+        from calo.search import run_search
+
+        return run_search(cfg, settings)
     name = f"{settings.precision.name}@{settings.hw.name}"
     with tracked_run(cfg, settings.tracking, run_name=name) as tracker:
         topology = _hardware_stage(settings, tracker)

@@ -1,0 +1,112 @@
+"""A searched fallback set as a precision option (``conf/precision/<name>.yaml``), and as the
+overrides that reproduce it with ``precision=int8_inc``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from calo.config import PrecisionConfig, RunConfig, SearchMode, SearchPhysics, SearchSpeed
+from calo.errors import CaloError
+from calo.paths import CONFIG_DIR
+
+__all__ = ["MARKER", "option_text", "reproduce_overrides", "save_option", "save_study_option"]
+
+# The first line of every option file the search writes: only such files are overwritten.
+MARKER = "# Written by calo.search"
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _calibration_overrides(precision: PrecisionConfig) -> list[str]:
+    """``precision.*`` overrides for the calibration settings that differ from the defaults."""
+    default = PrecisionConfig()
+    overrides = []
+    for key in ("calibration_size", "calibration_seed", "rewrite"):
+        if getattr(precision, key) != getattr(default, key):
+            overrides.append(f"precision.{key}={str(getattr(precision, key)).lower()}")
+    if precision.calibration_energy != default.calibration_energy:
+        energy = ",".join(f"{value:g}" for value in precision.calibration_energy)
+        overrides.append(f"precision.calibration_energy=[{energy}]")
+    return overrides
+
+
+def reproduce_overrides(precision: PrecisionConfig, keep_fp32: Sequence[str]) -> str:
+    """The command-line overrides that rebuild a trial's engine with precision=int8_inc."""
+    return " ".join(["precision=int8_inc", f"precision.keep_fp32=[{','.join(keep_fp32)}]",
+                     *_calibration_overrides(precision)])
+
+
+def option_text(name: str, keep_fp32: Sequence[str], calibration: Mapping[str, Any],
+                note: str) -> str:
+    """The YAML of a precision option: int8_inc with ``keep_fp32`` and the study's calibration
+    settings (``search_setup()['calibration']``); ``note`` says where it comes from."""
+    energy = ", ".join(f"{value:g}" for value in calibration["energy"])
+    return "\n".join([
+        f"{MARKER}: {note}",
+        "defaults:",
+        "  - precision_schema",
+        "  - _self_",
+        "",
+        f"name: {name}",
+        "backend: int8_inc",
+        f"calibration_size: {calibration['size']}",
+        f"calibration_energy: [{energy}]",
+        f"calibration_seed: {calibration['seed']}",
+        f"rewrite: {str(calibration['rewrite']).lower()}",
+        f"keep_fp32: [{', '.join(keep_fp32)}]",
+        "",
+    ])
+
+
+def save_option(name: str, text: str, folder: Path = CONFIG_DIR / "precision") -> Path:
+    """Write ``<folder>/<name>.yaml``; an existing option not written by the search is kept
+    and refused with a one-line error."""
+    if not _NAME.fullmatch(name):
+        raise CaloError(f"search.save_as={name!r}: a precision option name is lower-case "
+                        "letters, digits and underscores, starting with a letter")
+    path = folder / f"{name}.yaml"
+    if path.exists() and not path.read_text().startswith(MARKER):
+        raise CaloError(f"search.save_as={name}: {path} exists and was not written by the "
+                        "search; choose another name")
+    path.write_text(text)
+    return path
+
+
+def save_study_option(settings: RunConfig, folder: Path = CONFIG_DIR / "precision") -> Path:
+    """``python -m calo.search``: write a trial of a finished (or running) study, the chosen
+    point unless ``search.save_trial`` names one, as ``<folder>/<search.save_as>.yaml``."""
+    from dataclasses import replace
+
+    import optuna
+
+    from calo.search.study import SETUP_ATTR, open_storage, safe_url, storage_url, study_name
+    from calo.search.summary import summarize
+
+    search = settings.search
+    if not search.save_as:
+        raise CaloError("python -m calo.search writes a precision option: give "
+                        "search.save_as=<name> (and search.save_trial=<number>, else the "
+                        "chosen point)")
+    url, name = storage_url(search, settings.tracking), study_name(settings)
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(url, search.heartbeat_s))
+    except KeyError as error:
+        raise CaloError(f"no study {name!r} in {safe_url(url)}: run the search first, or name "
+                        "it with search.study=<name>") from error
+    setup = study.user_attrs[SETUP_ATTR]
+    measured = replace(search, physics=SearchPhysics(setup["physics"]),
+                       speed=SearchSpeed(setup["speed"]), mode=SearchMode(setup["mode"]),
+                       latency_budget_ms=setup["latency_budget_ms"])
+    summary = summarize(study, measured)
+    rows = {row.number: row for row in summary.rows}
+    number = summary.selection.row.number if search.save_trial is None else search.save_trial
+    if number not in rows:
+        raise CaloError(f"study {name!r} has no completed trial {number}; completed: "
+                        f"{sorted(rows) or 'none'}")
+    row = rows[number]
+    note = (f"study {name}, trial {number}: SVN {row.svn:.4g}, pixel {row.pixel:.4g}, "
+            f"{row.throughput:.0f} showers/s")
+    return save_option(search.save_as, option_text(search.save_as, row.keep_fp32,
+                                                   setup["calibration"], note), folder)
