@@ -308,6 +308,9 @@ class SearchConfig:
     latency_budget_ms: float | None = None  # mode=single: slower trials are infeasible
     sampler: SearchSampler = SearchSampler.auto
     population_size: int = 10  # NSGA-II generation size
+    # The first generation: plain int8_inc, then sets of 1..start_switches switches on, where
+    # the int8 speed-up survives (0: Optuna draws them, each switch on with probability 1/2)
+    start_switches: int = 2
     seed: int = 0  # sampler seed
     n_showers: int = 1000  # generated per trial (same latents and energies every trial)
     batch_size: int = 64  # timed batch size
@@ -332,6 +335,8 @@ class SearchConfig:
                      f"search.{key} must be positive, got {getattr(self, key)}")
         _require(self.population_size >= 2,
                  f"search.population_size must be at least 2, got {self.population_size}")
+        _require(self.start_switches >= 0,
+                 f"search.start_switches cannot be negative, got {self.start_switches}")
         _require(self.bench_seconds >= 0,
                  f"search.bench_seconds cannot be negative, got {self.bench_seconds}")
         _require(0.0 <= self.max_failure_rate <= 1.0,

@@ -208,3 +208,14 @@ def test_the_search_needs_an_int8_inc_precision(compose_run) -> None:
     settings = to_run_config(compose_run("precision=int8_inc_search"))
     assert settings.search.enabled and settings.precision.backend.value == "int8_inc"
     assert settings.precision.calibration_size == 256  # int8_inc's own settings
+
+
+def test_the_first_generation_starts_next_to_plain_int8() -> None:
+    searched = space()
+    sets = searched.sparse_params(9, 2, seed=0)
+    kept = [searched.kept_nodes(params) for params in sets]
+    assert len(sets) == 9 and len({tuple(k) for k in kept}) == 9  # distinct
+    assert all(1 <= len(k) <= 2 for k in kept)
+    assert sets == searched.sparse_params(9, 2, seed=0)  # seeded
+    assert len(space("path").sparse_params(100, 1, seed=0)) == 6  # every single switch, once
+    assert searched.sparse_params(9, 0, seed=0) == []

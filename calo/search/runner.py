@@ -11,13 +11,17 @@ share one study and one parent run, and a rerun resumes both.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
 import platform
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -91,8 +95,31 @@ def _one_line(error: BaseException) -> str:
     return (lines[0] if lines else type(error).__name__)[:500]
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, kill) ends the search as Ctrl-C does: the running trial
+    marked failed, the summary recorded, the parent run KILLED."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_search(cfg: DictConfig, settings: RunConfig) -> str | None:
     """The search job; returns the parent MLflow run ID (None with tracking off)."""
+    with _terminate_as_interrupt():
+        return _run_search(cfg, settings)
+
+
+def _run_search(cfg: DictConfig, settings: RunConfig) -> str | None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial logs its own line
     topology = resolve_topology(settings.hw)
     log.info("hw=%s: %d threads x %d streams", topology.name, topology.threads, topology.streams)
@@ -146,7 +173,10 @@ def _open_search(cfg: DictConfig, settings: RunConfig) -> _Search:
     check_study(study, {"fingerprint": space.fingerprint(), "space": space.describe()},
                 search_setup(settings), search, url)
     if created:
-        study.enqueue_trial(space.plain_params(), skip_if_exists=True)
+        for params in [space.plain_params(),
+                       *space.sparse_params(search.population_size - 1, search.start_switches,
+                                            search.seed)]:
+            study.enqueue_trial(params, skip_if_exists=True)
     log.info("study %s in %s: %d completed trial(s) so far", study.study_name, safe_url(url),
              count(study, TrialState.COMPLETE))
     state = _Search(cfg, settings, study, space, generator, graph_def)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from calo.config import SearchGranularity
 from calo.errors import CaloError
@@ -92,6 +95,21 @@ class SearchSpace:
     def plain_params(self) -> dict[str, bool]:
         """Every switch off: plain int8_inc, the trial every search starts from."""
         return {switch.param: False for switch in self.switches}
+
+    def sparse_params(self, count: int, max_on: int, seed: int) -> list[dict[str, bool]]:
+        """Up to ``count`` distinct random sets of 1 to ``max_on`` switches on (the number of
+        switches drawn uniformly first, then which; seeded)."""
+        names = [switch.param for switch in self.switches]
+        limit = min(max_on, len(names))
+        possible = sum(math.comb(len(names), size) for size in range(1, limit + 1))
+        rng = np.random.default_rng(seed)
+        drawn: list[frozenset[str]] = []
+        while len(drawn) < min(count, possible):
+            size = int(rng.integers(1, limit + 1))
+            on = frozenset(str(name) for name in rng.choice(names, size, replace=False))
+            if on not in drawn:
+                drawn.append(on)
+        return [{**self.plain_params(), **dict.fromkeys(sorted(on), True)} for on in drawn]
 
     def keep_patterns(self, kept: Sequence[str]) -> list[str]:
         """``precision.keep_fp32`` entries that select exactly ``kept``: the layer name where
