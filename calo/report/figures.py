@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from calo.bench.plot import plot_grid_rows
 from calo.physics.plots import plot_profiles
 from calo.report.profiles import Profile
 from calo.report.runs import ReportRun, baseline_run
@@ -100,7 +99,10 @@ def grid_rows(runs: list[ReportRun]) -> dict[str, tuple[int, Rows, list[ReportRu
 def throughput_figures(runs: list[ReportRun]) -> tuple[list[ReportFigure], list[str]]:
     """Figure 4 per precision, and what is missing when no run measured a grid."""
     figures = []
-    for precision, (batch, rows, members) in grid_rows(runs).items():
+    grids = grid_rows(runs)
+    if grids:
+        from calo.bench.plot import plot_grid_rows  # calo.bench loads TensorFlow: only if needed
+    for precision, (batch, rows, members) in grids.items():
         machines = sorted({run.machine.label for run in members})
         figure = plot_grid_rows(rows, precision, batch, ", ".join(machines))
         ids = ", ".join(run.record.run_id[:8] for run in members)

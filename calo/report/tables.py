@@ -43,7 +43,10 @@ class Table:
 
 
 def number(value: float | None, digits: int = 3) -> str:
-    return DASH if value is None or not math.isfinite(value) else f"{value:.{digits}g}"
+    """``digits`` significant digits; whole numbers from 10**digits up (no 2e+03)."""
+    if value is None or not math.isfinite(value):
+        return DASH
+    return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
 
 
 def fixed(value: float | None, decimals: int) -> str:
