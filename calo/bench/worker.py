@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 # How long a stream waits for its siblings at the start line before giving up.
 BARRIER_TIMEOUT_S = 900.0
-# Distinct input batches a stream cycles through.
+# Distinct input batches a stream cycles through, at primary energies drawn in this range.
 INPUT_BATCHES = 4
+ENERGY_RANGE_GEV = (100.0, 500.0)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def _timed_round(engine: Any, request: RoundRequest, threads: int, seed: int,
     rng = np.random.default_rng(seed)
     count = request.batch_size * INPUT_BATCHES
     latent = sample_latent(count, engine.io.latent_dim, LatentDistribution.normal, rng)
-    energy = rng.uniform(100.0, 500.0, count)
+    energy = rng.uniform(*ENERGY_RANGE_GEV, count)
     network_input = engine.io.network_input(latent, energy)
     batches = [network_input[i * request.batch_size:(i + 1) * request.batch_size]
                for i in range(INPUT_BATCHES)]
