@@ -31,7 +31,7 @@ def plot_grid_rows(rows: Sequence[Mapping[str, Any]], precision: str, batch_size
     positions = np.arange(len(rows))
     width = 0.8 / len(series)
     with plt.style.context(mplhep.style.ROOT):
-        figure, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(rows)), 5.0))
+        figure, ax = plt.subplots(figsize=(max(8.0, 2.0 * len(rows) + 2.0), 6.5))
         for index, name in enumerate(series):
             ax.bar(positions + (index - (len(series) - 1) / 2) * width,
                    [row[name] or 0.0 for row in rows], width, label=name)
@@ -40,12 +40,12 @@ def plot_grid_rows(rows: Sequence[Mapping[str, Any]], precision: str, batch_size
                 top = max(row[name] or 0.0 for name in series)
                 ax.annotate(f"{row['speedup']:.2f}x", (position, top), ha="center",
                             va="bottom", fontsize="small")
-        ax.set_xticks(positions, labels)
+        ax.set_xticks(positions, labels, fontsize="small")
         ax.set_ylabel("showers / s")
-        ax.set_xlabel("threads x streams")
-        ax.set_title(f"batch {batch_size}{' on ' + machine if machine else ''}",
-                     fontsize="small")
-        ax.legend()
-        ax.set_ylim(0, ax.get_ylim()[1] * 1.15)
+        ax.set_xlabel("threads x streams", fontsize="small")
+        ax.set_title(f"batch {batch_size}" + (f", {machine}" if machine else ""),
+                     fontsize="x-small", loc="left")
+        ax.legend(loc="upper left", fontsize="small")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.3)
         figure.tight_layout()
     return figure
