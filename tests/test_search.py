@@ -219,3 +219,21 @@ def test_the_first_generation_starts_next_to_plain_int8() -> None:
     assert sets == searched.sparse_params(9, 2, seed=0)  # seeded
     assert len(space("path").sparse_params(100, 1, seed=0)) == 6  # every single switch, once
     assert searched.sparse_params(9, 0, seed=0) == []
+
+
+def test_an_enqueued_first_generation_is_nsga2s_first_generation() -> None:
+    from calo.search.study import EnqueuedFirstNSGAII
+
+    sampler = EnqueuedFirstNSGAII(population_size=3, seed=0)
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=sampler)
+    for on in ("a", "b", "c"):
+        study.enqueue_trial({name: name == on for name in "abcdef"})
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        values = [trial.suggest_categorical(name, [False, True]) for name in "abcdef"]
+        return -sum(values), -sum(values)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=6)
+    key = f"{EnqueuedFirstNSGAII.__name__}:generation"
+    assert [t.system_attrs[key] for t in study.trials] == [0, 0, 0, 1, 1, 1]

@@ -29,9 +29,9 @@ from calo.config import (
 from calo.errors import CaloError
 from calo.paths import resolve
 
-__all__ = ["FP32_SVN_ATTR", "PARENT_RUN_ATTR", "SETUP_ATTR", "SPACE_ATTR", "check_study",
-           "count", "directions", "make_sampler", "open_storage", "open_study", "safe_url",
-           "search_setup", "storage_url", "study_name", "wait_for_attr"]
+__all__ = ["FP32_SVN_ATTR", "PARENT_RUN_ATTR", "SETUP_ATTR", "SPACE_ATTR", "EnqueuedFirstNSGAII",
+           "check_study", "count", "directions", "make_sampler", "open_storage", "open_study",
+           "safe_url", "search_setup", "storage_url", "study_name", "wait_for_attr"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,20 @@ def _latency_constraint(budget_ms: float):
     return constraints
 
 
+class EnqueuedFirstNSGAII(optuna.samplers.NSGAIISampler):
+    """NSGA-II whose generations count enqueued trials too.
+
+    Optuna gives a trial its generation when it samples the trial's parameters; an enqueued
+    trial has them already, stays outside every generation and is never a parent, and a
+    random first generation follows it. Here every trial gets its generation when it starts,
+    so the enqueued first generation (plain int8_inc and sparse sets) is the first generation.
+    """
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        super().before_trial(study, trial)
+        self.get_trial_generation(study, trial)
+
+
 def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
     constraints = (_latency_constraint(search.latency_budget_ms)
                    if search.mode is SearchMode.single else None)
@@ -130,8 +144,8 @@ def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
     if kind is SearchSampler.auto:
         kind = SearchSampler.tpe if search.mode is SearchMode.single else SearchSampler.nsga2
     if kind is SearchSampler.nsga2:
-        return optuna.samplers.NSGAIISampler(population_size=search.population_size,
-                                             seed=search.seed, constraints_func=constraints)
+        return EnqueuedFirstNSGAII(population_size=search.population_size, seed=search.seed,
+                                   constraints_func=constraints)
     if kind is SearchSampler.tpe:
         return optuna.samplers.TPESampler(seed=search.seed, constraints_func=constraints,
                                           multivariate=True, group=True)
