@@ -16,7 +16,7 @@ from calo.precision.inc import resolve_keep_fp32
 from calo.search.export import MARKER, option_text, reproduce_overrides, save_option
 from calo.search.space import SearchSpace
 from calo.search.study import SETUP_ATTR, SPACE_ATTR, check_study, open_storage, open_study
-from calo.search.summary import TrialRow, pareto_front, select
+from calo.search.summary import TrialRow, pareto_front, plain_int8, select
 
 # Neural Compressor's quantizable nodes of the generator, in its order.
 NODES = ([("seed_dense/MatMul", "MatMul")]
@@ -102,6 +102,14 @@ def test_without_a_point_meeting_both_the_closest_is_named_and_said_so() -> None
     assert chosen.row.number == 1 and not chosen.meets_physics and chosen.meets_speed
     assert "no trial meets both conditions" in chosen.sentence(search)
     assert "SVN condition missed" in chosen.sentence(search)
+
+
+def test_plain_int8_speed_is_the_median_of_its_trials() -> None:
+    rows = [row(0, 0.03, 7.0, keep=()), row(1, 0.02, 5.0), row(2, 0.03, 5.2, keep=()),
+            row(3, 0.03, 6.1, keep=())]
+    plain = plain_int8(rows)
+    assert plain.number == 0 and plain.speed == 6.1 and plain.speedup == 6.1
+    assert plain_int8(rows[1:2]) is None
 
 
 def test_single_mode_chooses_within_the_latency_budget() -> None:

@@ -88,6 +88,8 @@ def test_a_rerun_resumes_the_study_under_the_same_parent(compose_run, store: Pat
     metrics = parent.data.metrics
     assert metrics["search/n_complete"] == 2 and metrics["search/fp32_svn"] > 0
     assert metrics["search/chosen/trial"] in {0, 1}
+    if trials[int(metrics["search/chosen/trial"])].user_attrs["keep_fp32"]:
+        assert metrics["search/chosen/speed_vs_plain"] > 0  # measured side by side
     assert metrics["search/autotune/evaluated"] >= 1
     artifacts = {a.path for a in client(store).list_artifacts(parent_id, "search")}
     assert {"search/pareto_front.png", "search/front.md", "search/trials.md",

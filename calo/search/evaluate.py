@@ -134,6 +134,19 @@ class Evaluator:
             return benchmark(candidate, baseline, self.topology, self.bench_config(),
                              self.settings.seed)
 
+    def paired_ratio(self, first: tuple[PrecisionConfig, Engine],
+                     second: tuple[PrecisionConfig, Engine], rounds: int) -> float:
+        """Throughput of ``first`` over ``second``: the median of the ratios of ``rounds``
+        pairs of neighbouring rounds (calo.bench, alternating the two engines)."""
+        batch_size = self.settings.search.batch_size
+        with tempfile.TemporaryDirectory(prefix="calo-search-pair-") as folder:
+            saved = [save_engines(self.generator, self.io, precision, [batch_size],
+                                  Path(folder) / name, engine)
+                     for name, (precision, engine) in (("first", first), ("second", second))]
+            result = benchmark(saved[0], saved[1], self.topology,
+                               replace(self.bench_config(), rounds=rounds), self.settings.seed)
+        return float(result.comparisons[batch_size].speedup)
+
     def measure(self, precision: PrecisionConfig, engine: Engine) -> Measurement:
         physics, svn, pixel = self.physics(engine)
         result = self.speed(precision, engine)

@@ -30,7 +30,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from calo.config import RunConfig, SearchMode
+from calo.config import PrecisionConfig, RunConfig, SearchMode
 from calo.errors import CaloError
 from calo.hw import apply_topology, resolve_topology
 from calo.precision.engine import Engine
@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 INERT_ATTR = "inert_nodes"  # quantizable nodes Neural Compressor leaves fp32 in plain int8
 PARENT_WAIT_S = 120.0  # how long a process that did not create the study waits for its parent
+CONFIRM_ROUNDS = 5  # paired rounds of the chosen engine against plain int8_inc
 
 
 @dataclass
@@ -489,6 +490,26 @@ def _chosen_stage(state: _Search, selection: Selection, parent: Tracker,
         parent.log_metrics({"search/chosen/disk_mb": folder_size(folder) / 2**20})
         parent.log_artifacts(folder, "search/chosen_engine")
         _register(state, row, folder, parent)
+    if row.keep_fp32:
+        _confirm_speed(state, precision, engine, parent)
+
+
+def _confirm_speed(state: _Search, precision: PrecisionConfig, engine: Engine,
+                   parent: Tracker) -> None:
+    """The chosen engine against plain int8_inc, side by side in alternating rounds: its share
+    of plain int8_inc's speed from one measurement, not from two trials minutes apart."""
+    from calo.precision import build_engine
+
+    settings = state.settings
+    plain = replace(settings.precision, keep_fp32=[])
+    log.info("confirming the chosen point's speed against plain int8_inc, side by side")
+    plain_engine = build_engine(state.generator, state.evaluator.io, plain,
+                                latent_distribution=settings.model.latent_distribution)
+    rounds = max(CONFIRM_ROUNDS, settings.search.bench_rounds)
+    ratio = state.evaluator.paired_ratio((precision, engine), (plain, plain_engine), rounds)
+    parent.log_metrics({"search/chosen/speed_vs_plain": ratio})
+    log.info("chosen point: %.0f %% of plain int8_inc's throughput (median of %d paired "
+             "rounds)", 100 * ratio, rounds)
 
 
 def _register(state: _Search, row: TrialRow, folder: str, parent: Tracker) -> None:

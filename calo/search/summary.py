@@ -2,7 +2,8 @@
 
 The chosen point answers the question the search is for: of the trials whose SVN is within
 ``search.physics_tolerance`` of fp32's (or better) and that keep at least
-``search.min_speed_fraction`` of plain int8_inc's speed (mode=single: that fit
+``search.min_speed_fraction`` of plain int8_inc's speed (the median of its trials;
+mode=single: that fit
 ``search.latency_budget_ms``), the one with the smallest physics distance. When no trial
 meets both, the closest to them is named, and the selection says which condition failed.
 """
@@ -10,7 +11,8 @@ meets both, the closest to them is named, and the selection says which condition
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from statistics import median
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -19,8 +21,8 @@ from calo.config import SearchConfig, SearchMode, SearchSpeed
 from calo.errors import CaloError
 from calo.search.study import FP32_SVN_ATTR
 
-__all__ = ["Selection", "Summary", "TrialRow", "pareto_front", "select", "summarize",
-           "table_rows", "trial_rows"]
+__all__ = ["Selection", "Summary", "TrialRow", "pareto_front", "plain_int8", "select",
+           "summarize", "table_rows", "trial_rows"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class Selection:
     """The chosen trial, measured against fp32's SVN and plain int8_inc's speed."""
 
     row: TrialRow | None
-    plain: TrialRow | None  # plain int8_inc: every switch off
+    plain: TrialRow | None  # plain int8_inc: every switch off (its speed: median, plain_int8)
     fp32_svn: float
     svn_ratio: float | None  # chosen SVN / fp32 SVN
     speed_fraction: float | None  # chosen speed / plain int8_inc speed (latency: inverted)
@@ -100,6 +102,21 @@ class Selection:
         return (f"trial {self.row.number} (keep_fp32={list(self.row.keep_fp32)}): SVN "
                 f"{self.row.svn:.4g} = {self.svn_ratio:.3f} x fp32's {self.fp32_svn:.4g} "
                 f"(tolerance {tolerance}){fraction}: {verdict}")
+
+
+def plain_int8(rows: Sequence[TrialRow]) -> TrialRow | None:
+    """Plain int8_inc (every switch off), its speed the median of all its trials: NSGA-II
+    samples it again, and one timing on a shared machine is noisy."""
+    plain = [row for row in rows if not row.keep_fp32]
+    if not plain:
+        return None
+
+    def middle(key: str) -> float | None:
+        values = [getattr(row, key) for row in plain if getattr(row, key) is not None]
+        return median(values) if values else None
+
+    return replace(plain[0], speed=middle("speed"), speedup=middle("speedup"),
+                   throughput=middle("throughput"), latency_ms=middle("latency_ms"))
 
 
 def _speed_fraction(row: TrialRow, plain: TrialRow | None, speed: SearchSpeed) -> float | None:
@@ -160,6 +177,6 @@ def summarize(study: optuna.Study, search: SearchConfig) -> Summary:
     if fp32_svn is None:
         raise CaloError(f"study {study.study_name} holds no fp32 baseline yet: run the search")
     rows = trial_rows(study.get_trials(deepcopy=False), search)
-    plain = next((row for row in rows if not row.keep_fp32), None)
+    plain = plain_int8(rows)
     front = pareto_front(rows, search.speed)
     return Summary(rows, front, select(rows, plain, fp32_svn, search))
