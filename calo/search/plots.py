@@ -14,11 +14,11 @@ from calo.search.summary import Selection, TrialRow
 
 __all__ = ["plot_front"]
 
-SPEED_LABEL = {SearchSpeed.speedup: "speed-up over fp32 (paired rounds)",
+SPEED_LABEL = {SearchSpeed.speedup: "speed-up over fp32",
                SearchSpeed.throughput: "showers / s",
                SearchSpeed.latency: "median batch latency [ms]"}
 PHYSICS_LABEL = {SearchPhysics.svn: "SVN against the reference",
-                 SearchPhysics.pixel: "pixel-wise distance to fp32 / ECAL"}
+                 SearchPhysics.pixel: "pixel-wise distance to fp32"}
 
 
 def _panel(ax: Axes, rows: Sequence[TrialRow], front: Sequence[TrialRow],
@@ -52,7 +52,7 @@ def plot_front(rows: Sequence[TrialRow], front: Sequence[TrialRow], selection: S
     panels = [search.physics] + ([SearchPhysics.svn] if search.physics is not
                                  SearchPhysics.svn else [])
     with plt.style.context(mplhep.style.ROOT):
-        figure, axes = plt.subplots(1, len(panels), figsize=(8.5 * len(panels), 6.5),
+        figure, axes = plt.subplots(1, len(panels), figsize=(9.0 * len(panels), 6.5),
                                     squeeze=False)
         for ax, physics in zip(axes[0], panels):
             points = {name: (numbers["speed"], numbers[physics.value])
@@ -70,7 +70,7 @@ def plot_front(rows: Sequence[TrialRow], front: Sequence[TrialRow], selection: S
                            else plain * fraction, ls=":", c="0.3",
                            label=f"{100 * fraction:.0f} % of plain int8_inc's speed")
         for ax in axes[0]:
-            ax.legend(fontsize="x-small")
+            ax.legend(fontsize="x-small", loc="best")
         if title:
             figure.suptitle(title, fontsize="small")
         figure.tight_layout()
