@@ -12,9 +12,10 @@ from calo.report.tables import Cell, Table
 
 __all__ = ["render_html", "render_markdown", "write_report"]
 
-CITATION = ("F. Rehm, S. Vallecorsa, K. Borras, D. Krücker: Validation of Deep Convolutional "
-            "Generative Adversarial Networks for High Energy Physics Calorimeter Simulations "
-            "with reduced precision (ICPRAM 2021)")
+CITATION = ("F. Rehm, S. Vallecorsa, V. Saletore, H. Pabst, A. Chaibi, V. Codreanu, K. Borras, "
+            "D. Krücker: Reduced Precision Strategies for Deep Learning: A High Energy Physics "
+            "Generative Adversarial Network Use Case, ICPRAM 2021, pp. 251-258, "
+            "doi:10.5220/0010245002510258, arXiv:2103.10142")
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1250px; color: #222; }
