@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from calo.physics.binning import binned_mean, binned_mean_per_ep, shared_bins
+from calo.physics.binning import binned_mean, means_in_shared_bins
 from calo.physics.features import ShowerFeatures
 
 __all__ = ["AnalysisMetric", "analysis_metric"]
@@ -41,14 +41,11 @@ def analysis_metric(
     reference: ShowerFeatures, generated: ShowerFeatures, energy_edges: NDArray[np.floating]
 ) -> AnalysisMetric:
     """The 3DGAN analysis metric of ``generated`` against ``reference`` (see the module)."""
-    reference_profiles, reference_count = binned_mean_per_ep(
-        reference.profiles, reference.energy, energy_edges)
-    generated_profiles, generated_count = binned_mean_per_ep(
-        generated.profiles, generated.energy, energy_edges)
-    bins = shared_bins(reference_count, generated_count, energy_edges)
+    bins, reference_profiles, generated_profiles = means_in_shared_bins(
+        reference.profiles, reference.energy, generated.profiles, generated.energy, energy_edges)
     with np.errstate(invalid="ignore", divide="ignore"):
-        profile_error = (np.abs(generated_profiles[bins] - reference_profiles[bins]).sum(axis=2)
-                         / reference_profiles[bins].sum(axis=2))  # (bins, axes)
+        profile_error = (np.abs(generated_profiles - reference_profiles).sum(axis=2)
+                         / reference_profiles.sum(axis=2))  # (bins, axes)
         reference_moments = _binned_moments(reference, energy_edges)[bins]
         generated_moments = _binned_moments(generated, energy_edges)[bins]
         moment_error = np.abs(generated_moments - reference_moments) / np.abs(reference_moments)

@@ -13,7 +13,8 @@ from numpy.typing import NDArray
 
 from calo.errors import CaloError
 
-__all__ = ["Binned", "bin_index", "binned_mean", "binned_mean_per_ep", "shared_bins"]
+__all__ = ["Binned", "bin_index", "binned_mean", "binned_mean_per_ep",
+           "means_in_shared_bins"]
 
 
 @dataclass(frozen=True)
@@ -71,15 +72,19 @@ def binned_mean_per_ep(
     return means, np.bincount(index[index >= 0], minlength=nbins)
 
 
-def shared_bins(
-    reference_count: NDArray[np.integer], generated_count: NDArray[np.integer],
+def means_in_shared_bins(
+    reference_values: NDArray[np.floating], reference_energy: NDArray[np.floating],
+    generated_values: NDArray[np.floating], generated_energy: NDArray[np.floating],
     edges: NDArray[np.floating],
-) -> NDArray[np.int64]:
-    """Indices of the energy bins that hold events of both samples, or a CaloError."""
-    shared = np.flatnonzero((np.asarray(reference_count) > 0) & (np.asarray(generated_count) > 0))
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """The energy bins that hold events of both samples, and each sample's
+    :func:`binned_mean_per_ep` in those bins; a CaloError when no bin is shared."""
+    reference_means, reference_count = binned_mean_per_ep(reference_values, reference_energy, edges)
+    generated_means, generated_count = binned_mean_per_ep(generated_values, generated_energy, edges)
+    shared = np.flatnonzero((reference_count > 0) & (generated_count > 0))
     if len(shared) == 0:
         raise CaloError(
             f"no energy bin of {list(np.asarray(edges).tolist())} GeV holds showers of both "
             "samples: check the primary energies or physics.energy_bins"
         )
-    return shared
+    return shared, reference_means[shared], generated_means[shared]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from calo.physics.binning import binned_mean_per_ep, shared_bins
+from calo.physics.binning import means_in_shared_bins
 from calo.physics.features import PLANES, ShowerFeatures
 
 __all__ = ["SvnResult", "single_validation_number"]
@@ -44,13 +44,11 @@ def single_validation_number(
     reference: ShowerFeatures, generated: ShowerFeatures, energy_edges: NDArray[np.floating]
 ) -> SvnResult:
     """SVN of ``generated`` against ``reference`` (see the module docstring for the formula)."""
-    reference_mean, reference_count = binned_mean_per_ep(
-        reference.projections, reference.energy, energy_edges)
-    generated_mean, generated_count = binned_mean_per_ep(
-        generated.projections, generated.energy, energy_edges)
-    bins = shared_bins(reference_count, generated_count, energy_edges)
-    error = ((generated_mean[bins] - reference_mean[bins]) ** 2).sum(axis=(2, 3))
-    scale = (reference_mean[bins] ** 2).sum(axis=(2, 3))
+    bins, reference_mean, generated_mean = means_in_shared_bins(
+        reference.projections, reference.energy, generated.projections, generated.energy,
+        energy_edges)
+    error = ((generated_mean - reference_mean) ** 2).sum(axis=(2, 3))
+    scale = (reference_mean ** 2).sum(axis=(2, 3))
     with np.errstate(invalid="ignore", divide="ignore"):
         relative = (error / scale).mean(axis=0)  # (planes,), averaged over bins
     planes = {plane: float(value) for plane, value in zip(PLANES, relative)}
