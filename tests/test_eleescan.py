@@ -26,7 +26,7 @@ def test_round_trip_keeps_every_cell(tmp_path: Path, small: Showers) -> None:
     with h5py.File(path) as h5:
         assert h5["ECAL"].dtype == np.float32
         np.testing.assert_array_equal(h5["target"][:, 1], small.energy)
-    assert not list(tmp_path.glob("*.part"))
+    assert not list(tmp_path.glob(".part-*"))
 
 
 def _write_raw(path: Path, **datasets) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
 from pathlib import Path
 
 import h5py
@@ -14,6 +13,7 @@ from numpy.typing import NDArray
 
 from calo.data.showers import Showers, check_showers
 from calo.errors import CaloError
+from calo.paths import atomic_path
 
 __all__ = ["ELECTRON_PDG", "find_files", "read_eleescan", "write_eleescan"]
 
@@ -93,23 +93,12 @@ def write_eleescan(
     """Write atomically: a temporary file in the same folder, renamed only once complete, so an
     interrupted write never leaves a file that looks whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(handle)
-    try:
-        with h5py.File(tmp_name, "w") as h5:
-            h5.create_dataset("ECAL", data=showers.ecal, chunks=(1, *showers.ecal.shape[1:]),
-                              compression="gzip", compression_opts=1, shuffle=True)
-            target = np.stack([np.full(len(showers), ELECTRON_PDG, np.float32), showers.energy], 1)
-            h5.create_dataset("target", data=target)
-            h5.create_dataset("energy", data=showers.energy)
-            for key, value in (attrs or {}).items():
-                h5.attrs[key] = value
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes it private; a data file is not
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as h5:
+        h5.create_dataset("ECAL", data=showers.ecal, chunks=(1, *showers.ecal.shape[1:]),
+                          compression="gzip", compression_opts=1, shuffle=True)
+        target = np.stack([np.full(len(showers), ELECTRON_PDG, np.float32), showers.energy], 1)
+        h5.create_dataset("target", data=target)
+        h5.create_dataset("energy", data=showers.energy)
+        for key, value in (attrs or {}).items():
+            h5.attrs[key] = value
     return path

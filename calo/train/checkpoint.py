@@ -5,8 +5,6 @@ a half-written checkpoint that a resume would trust."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from calo.errors import CaloError
+from calo.paths import atomic_path
 
 __all__ = ["TrainState", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 
@@ -39,20 +38,13 @@ def _groups(models_and_optimizers: dict) -> dict[str, list]:
 
 def save_checkpoint(folder: Path, models_and_optimizers: dict, state: TrainState) -> Path:
     """Write ``step-<n>.ckpt.npz`` into ``folder`` and prune all but the newest ones."""
-    folder.mkdir(parents=True, exist_ok=True)
     arrays = {"state": np.frombuffer(json.dumps(asdict(state)).encode(), dtype=np.uint8)}
     for group, variables in _groups(models_and_optimizers).items():
         for index, variable in enumerate(variables):
             arrays[f"{group}/{index:04d}"] = np.asarray(variable)
     path = folder / f"{PREFIX}{state.step:08d}{SUFFIX}"
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+        np.savez(stream, **arrays)
     for old in sorted(folder.glob(f"{PREFIX}*{SUFFIX}"))[:-KEEP]:
         old.unlink()
     return path

@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from calo.model.discriminator import build_discriminator
 from calo.model.generator import build_generator
 from calo.model.io import NetworkIO
 from calo.model.weights import load_weights
-from calo.paths import resolve
+from calo.paths import atomic_path, resolve
 from calo.physics import ValidationResult
 from calo.tracking import Tracker, tracked_run
 from calo.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -191,9 +190,8 @@ def _steps(networks: _Networks, recipe, strategy):
 
 
 def _save_weights_atomically(model: keras.Model, path: Path) -> None:
-    partial = path.with_name(f".{path.name[:-len('.weights.h5')]}.partial.weights.h5")
-    model.save_weights(partial)
-    os.replace(partial, path)
+    with atomic_path(path) as temporary:
+        model.save_weights(temporary)
 
 
 class _Loop:
@@ -284,7 +282,6 @@ class _Loop:
                  self.state.best_score)
         if score < self.state.best_score:
             self.state.best_score, self.state.best_epoch = score, epoch
-            self.folder.mkdir(parents=True, exist_ok=True)
             _save_weights_atomically(self.networks.generator, self.folder / BEST_GENERATOR)
             _save_weights_atomically(self.networks.discriminator,
                                      self.folder / BEST_DISCRIMINATOR)
