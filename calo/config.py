@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from calo.errors import CaloError
+from calo.errors import CaloError, one_line
 
 __all__ = [
     "Backend",
@@ -464,7 +464,7 @@ def to_settings(cfg: DictConfig | Any) -> Any:
     try:
         return OmegaConf.to_object(cfg)  # type: ignore[return-value]
     except (ValueError, OmegaConfBaseException) as error:
-        raise CaloError(f"invalid config: {error}".splitlines()[0]) from error
+        raise CaloError(f"invalid config: {one_line(error)}") from error
 
 
 register_configs()

@@ -7,7 +7,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from calo.config import Backend, DataSource, RunConfig, to_run_config
-from calo.errors import CaloError
+from calo.errors import CaloError, one_line
 from calo.paths import CONFIG_DIR
 
 GROUPS = ["model", "precision", "hw", "data", "tracking"]
@@ -82,3 +82,9 @@ def test_more_streams_than_threads_is_refused(compose_run) -> None:
 def test_eleescan_needs_a_path(compose_run) -> None:
     with pytest.raises(CaloError, match="data.path"):
         to_run_config(compose_run("data=eleescan"))
+
+
+def test_one_line_keeps_the_first_non_blank_line_and_names_a_silent_error() -> None:
+    assert one_line(ValueError("\n  first line\nsecond line")) == "first line"
+    assert one_line(ValueError("abcdef"), 3) == "abc"
+    assert one_line(KeyError()) == "KeyError"

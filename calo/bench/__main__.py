@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from calo.bench.suite import run_suite, suite_table
 from calo.bench.tables import markdown_table
 from calo.cli import exit_on_user_error
+from calo.errors import one_line
 from calo.paths import CONFIG_DIR
 
 __all__ = ["compose_variants", "main"]
@@ -33,7 +34,7 @@ def compose_variants(names: list[str]) -> tuple[dict[str, DictConfig], dict[str,
         try:
             cfg = hydra.compose(hydra_cfg.job.config_name, [*overrides, f"precision={name}"])
         except HydraException as error:
-            skipped[name] = str(error).splitlines()[0]
+            skipped[name] = one_line(error)
             log.warning("skipping precision=%s: %s", name, skipped[name])
             continue
         variants[name] = cfg

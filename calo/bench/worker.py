@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from calo.bench.results import Round, StreamReport
-from calo.errors import CaloError
+from calo.errors import CaloError, one_line
 from calo.hw import Topology
 
 __all__ = ["RoundRequest", "StreamPool"]
@@ -51,11 +51,6 @@ def _monotonic() -> float:
     return time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
 def _stream_main(folders: Mapping[int, str], topology: Topology, cpus: tuple[int, ...],
                  seed: int, barrier: Any, conn: Any) -> None:
     """The worker process: pin, load, then answer round requests until told to stop (None)."""
@@ -78,7 +73,7 @@ def _stream_main(folders: Mapping[int, str], topology: Topology, cpus: tuple[int
             conn.send(("round", report))
     except BaseException as error:  # reported to the parent as one line, never a traceback
         barrier.abort()
-        conn.send(("error", f"stream worker {os.getpid()}: {_one_line(error)}"))
+        conn.send(("error", f"stream worker {os.getpid()}: {one_line(error)}"))
 
 
 def _timed_round(engine: Any, request: RoundRequest, threads: int, seed: int,

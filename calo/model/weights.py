@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from calo.config import ModelConfig
-from calo.errors import CaloError
+from calo.errors import CaloError, one_line
 from calo.model.generator import build_generator
 from calo.paths import resolve
 from calo.tracking.registry import is_registry_uri, load_registered_weights
@@ -38,9 +38,9 @@ def load_weights(model: keras.Model, location: str, what: str) -> None:
             warnings.simplefilter("error", UserWarning)
             model.load_weights(path)
     except (ValueError, OSError, KeyError, UserWarning) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CaloError(
-            f"{path} does not fit this {model.name} ({reason[:300]}): check model= and the file"
+            f"{path} does not fit this {model.name} ({one_line(error, 300)}): check model= and "
+            "the file"
         ) from error
 
 

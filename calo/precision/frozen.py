@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from calo.errors import CaloError
+from calo.errors import CaloError, one_line
 from calo.model.io import NetworkIO
 from calo.precision.engine import Engine, NodeInfo
 from calo.precision.graph import Graph, to_module
@@ -108,9 +108,8 @@ class GraphEngine(Engine):
         except FileNotFoundError as error:
             raise CaloError(f"{folder}: {MODEL_FILE} is missing: save the engine again") from error
         except (DecodeError, KeyError, ValueError, TypeError, tf.errors.OpError) as error:
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise CaloError(f"{folder / MODEL_FILE} is not a valid {cls.backend} graph "
-                            f"({reason[:200]}): save the engine again") from error
+                            f"({one_line(error, 200)}): save the engine again") from error
 
     def predict(self, network_input: NDArray[np.float32]) -> NDArray[np.float32]:
         return self._function(tf.constant(network_input, tf.float32)).numpy()

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import NDArray
 
-from calo.errors import CaloError
+from calo.errors import CaloError, one_line
 from calo.model.io import NetworkIO
 from calo.precision.calibration import calibration_batches
 from calo.precision.engine import Engine, NodeInfo
@@ -44,7 +44,7 @@ class TFLiteEngine(Engine):
                                             num_threads=len(os.sched_getaffinity(0)))
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
-            raise CaloError(f"not a valid {self.backend} model ({str(error).splitlines()[0]}): "
+            raise CaloError(f"not a valid {self.backend} model ({one_line(error)}): "
                             "save the engine again") from error
         (self._input,) = self._interpreter.get_input_details()
         (self._output,) = self._interpreter.get_output_details()

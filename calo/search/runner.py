@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from calo.config import PrecisionConfig, RunConfig, SearchMode
-from calo.errors import CaloError
+from calo.errors import CaloError, one_line
 from calo.hw import apply_topology, resolve_topology
 from calo.precision.engine import Engine
 from calo.search.evaluate import Evaluator, Measurement
@@ -89,11 +89,6 @@ class _Search:
 
     def child_config(self, **precision: Any) -> DictConfig:
         return OmegaConf.merge(self.cfg, {"precision": precision})
-
-
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:500]
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -267,8 +262,8 @@ def _trial(state: _Search, trial: optuna.Trial) -> float | list[float]:
     try:
         measurement, engine = _measure_trial(state, trial, kept)
     except Exception as error:  # the trial fails, the search goes on (up to the failure budget)
-        trial.set_user_attr("error", _one_line(error))
-        log.error("trial %d failed: %s", trial.number, _one_line(error))
+        trial.set_user_attr("error", one_line(error, 500))
+        log.error("trial %d failed: %s", trial.number, one_line(error, 500))
         return math.nan if search.mode is SearchMode.single else [math.nan, math.nan]
     trial.set_user_attr("measurement", measurement.summary())
     if not kept:  # plain int8_inc: which nodes Neural Compressor leaves in fp32 by itself

@@ -26,7 +26,7 @@ from calo.config import (
     SearchSpeed,
     TrackingConfig,
 )
-from calo.errors import CaloError
+from calo.errors import CaloError, one_line
 from calo.paths import resolve
 
 __all__ = ["FP32_SVN_ATTR", "PARENT_RUN_ATTR", "SETUP_ATTR", "SPACE_ATTR", "EnqueuedFirstNSGAII",
@@ -62,11 +62,6 @@ def safe_url(url: str) -> str:
         return url
 
 
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:300]
-
-
 def _rdb_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
@@ -96,7 +91,7 @@ def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
         except Exception as error:  # SQLAlchemy, a missing driver, a bad URL: all the same
             failure = error
             break
-    raise CaloError(f"cannot open the Optuna storage {safe_url(url)} ({_one_line(failure)}): "
+    raise CaloError(f"cannot open the Optuna storage {safe_url(url)} ({one_line(failure, 300)}): "
                     "check search.storage (an SQLAlchemy URL such as "
                     "sqlite:///path/optuna.db or postgresql://user@host/db)") from failure
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from calo.errors import CaloError
+from calo.errors import CaloError, one_line
 from calo.tracking.store import check_server
 from calo.tracking.sweep import PARENT_TAG
 
@@ -63,8 +63,6 @@ def _record(run: Any) -> RunRecord:
                      dict(run.data.metrics))
 
 
-def _reason(error: BaseException) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0][:300]
 
 
 def _reachable(uri: str) -> str | None:
@@ -111,7 +109,7 @@ def load_sweep(uri: str, experiment: str, sweep: str = "latest") -> SweepRuns:
                                       f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
                                       max_results=10_000, order_by=["attributes.start_time ASC"])
     except Exception as error:  # MLflow raises many types for a broken store
-        result.problems.append(f"cannot read {uri}: {_reason(error)}")
+        result.problems.append(f"cannot read {uri}: {one_line(error, 300)}")
         return result
     result.runs = [_record(run) for run in children]
     if not result.runs:
@@ -146,6 +144,6 @@ def read_json_artifact(uri: str, run_id: str, path: str) -> dict[str, Any] | Non
             local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
                                                         dst_path=folder, tracking_uri=uri)
         except Exception as error:  # absent artifact, unreadable store
-            log.debug("no %s in run %s: %s", path, run_id, _reason(error))
+            log.debug("no %s in run %s: %s", path, run_id, one_line(error, 300))
             return None
         return json.loads(Path(local).read_text())

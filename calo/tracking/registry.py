@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from calo.errors import CaloError
+from calo.errors import CaloError, one_line
 
 __all__ = ["is_registry_uri", "load_registered_weights"]
 
@@ -23,8 +23,8 @@ def load_registered_weights(uri: str, model: Any) -> None:
     try:
         registered = mlflow.tensorflow.load_model(uri)
     except Exception as error:  # MLflow raises many types for a bad URI or store
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CaloError(f"cannot load {uri} from the model registry ({reason[:200]})") from error
+        raise CaloError(f"cannot load {uri} from the model registry ({one_line(error, 200)})"
+                        ) from error
     weights = registered.get_weights()
     expected = [tuple(w.shape) for w in model.get_weights()]
     if [tuple(w.shape) for w in weights] != expected:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from calo.config import TrackingConfig
+from calo.errors import one_line
 from calo.hw import detect_machine
 from calo.tracking.store import configure_store, tracking_uri
 
@@ -128,7 +129,7 @@ def record_failed_job(tracking: TrackingConfig, error: BaseException) -> str | N
         f"and tags.`sweep/job` = '{tags['sweep/job']}'")
     if existing:
         return None
-    message = (str(error).splitlines() or [type(error).__name__])[0][:5000]
+    message = one_line(error, 5000)
     run = client.create_run(record.experiment_id,
                             run_name=f"job {tags['sweep/job']} (failed before its run)",
                             tags={**detect_machine().as_tags(), **tags, "error": message})

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from calo.config import TrackingConfig
+from calo.errors import one_line
 from calo.hw import detect_machine
 from calo.paths import PROJECT_ROOT
 from calo.tracking.store import configure_store
@@ -182,7 +183,7 @@ def tracked_run(
         status = "KILLED"
         raise
     except BaseException as error:
-        mlflow.set_tag("error", (str(error).splitlines() or [type(error).__name__])[0][:5000])
+        mlflow.set_tag("error", one_line(error, 5000))
         raise
     finally:
         mlflow.end_run(status=status)
