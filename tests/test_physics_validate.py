@@ -102,6 +102,14 @@ def test_the_fp32_engine_is_measured_once_under_both_names(halves) -> None:
     assert not any(key.startswith("physics/engine_vs_fp32/") for key in metrics)
 
 
+def test_a_float64_fp32_engine_passed_twice_is_measured_once(halves) -> None:
+    reference, generated = halves
+    sample = (generated.ecal.astype(np.float64), generated.energy)
+    result = validate(reference, sample, fp32=sample)
+    assert result.samples["fp32"] is result.samples["engine"]
+    assert result.pixelwise is None and "engine_vs_fp32" not in result.comparisons
+
+
 def test_without_fp32_only_the_engine_is_reported(halves) -> None:
     reference, generated = halves
     metrics = validate(reference, generated).metrics()

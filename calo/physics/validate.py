@@ -119,8 +119,10 @@ def validate(
         raise CaloError("reference sample: the statistical floor needs at least 2 showers")
     if fp32 is not None:
         showers["fp32"] = as_showers(fp32, "fp32")
-    showers["engine"] = as_showers(generated, "generated")
-    engine_is_fp32 = "fp32" in showers and showers["fp32"].ecal is showers["engine"].ecal
+    # Decided on the inputs: converting float64 cells gives each sample its own copy.
+    engine_is_fp32 = fp32 is not None and _ecal_of(fp32) is _ecal_of(generated)
+    showers["engine"] = (showers["fp32"] if fp32 is generated
+                         else as_showers(generated, "generated"))
     distinct = [name for name in showers if not (name == "engine" and engine_is_fp32)]
     if "fp32" in showers and not engine_is_fp32:
         check_paired(showers["fp32"], showers["engine"])
@@ -156,6 +158,15 @@ def as_showers(sample: SampleLike, name: str) -> Showers:
     what = (f"an array of shape {sample.shape}" if isinstance(sample, np.ndarray)
             else type(sample).__name__)
     raise CaloError(f"{name} sample: expected Showers or an (ecal, energy) pair, got {what}")
+
+
+def _ecal_of(sample: SampleLike) -> object:
+    """The cells a sample was given with (the sample itself when it is not one)."""
+    if isinstance(sample, Showers):
+        return sample.ecal
+    if isinstance(sample, tuple | list) and len(sample) == 2:
+        return sample[0]
+    return sample
 
 
 def _halves(features: ShowerFeatures, seed: int) -> tuple[ShowerFeatures, ShowerFeatures]:
