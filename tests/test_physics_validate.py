@@ -95,7 +95,7 @@ def test_metric_names_follow_the_documented_scheme(halves) -> None:
 def test_the_fp32_engine_is_measured_once_under_both_names(halves) -> None:
     reference, generated = halves
     result = validate(reference, generated, fp32=generated)
-    assert result.samples["fp32"] is result.samples["engine"]
+    assert result.engine_is_fp32 and result.samples["fp32"] is result.samples["engine"]
     assert result.pixelwise is None and "engine_vs_fp32" not in result.comparisons
     metrics = result.metrics()
     assert metrics["physics/fp32/svn"] == metrics["physics/engine/svn"]
@@ -106,13 +106,15 @@ def test_a_float64_fp32_engine_passed_twice_is_measured_once(halves) -> None:
     reference, generated = halves
     sample = (generated.ecal.astype(np.float64), generated.energy)
     result = validate(reference, sample, fp32=sample)
-    assert result.samples["fp32"] is result.samples["engine"]
+    assert result.engine_is_fp32 and result.samples["fp32"] is result.samples["engine"]
     assert result.pixelwise is None and "engine_vs_fp32" not in result.comparisons
 
 
 def test_without_fp32_only_the_engine_is_reported(halves) -> None:
     reference, generated = halves
-    metrics = validate(reference, generated).metrics()
+    result = validate(reference, generated)
+    assert not result.engine_is_fp32
+    metrics = result.metrics()
     assert not any(key.startswith(("physics/fp32/", "physics/engine_vs_fp32/"))
                    for key in metrics)
 

@@ -240,7 +240,7 @@ def validation_figures(result: ValidationResult, engine_label: str = "engine"
     figures["physics/sampling_fraction.png"] = sampling_fraction_figure(result, labels=labels)
     figures["physics/moments_hits.png"] = binned_figure(result, labels)
     for name, comparison in result.comparisons.items():
-        if name in ("engine", "fp32") and not _engine_is_fp32(result, name):
+        if name == "engine" or (name == "fp32" and not result.engine_is_fp32):
             label = labels.get(name, name)
             figures[f"physics/features_{name}.png"] = features_figure(
                 comparison.separation, ("reference", label))
@@ -249,18 +249,12 @@ def validation_figures(result: ValidationResult, engine_label: str = "engine"
     return figures
 
 
-def _engine_is_fp32(result: ValidationResult, name: str) -> bool:
-    """True for the fp32 entry when the engine is the fp32 generator (drawn once)."""
-    samples = result.samples
-    return name == "fp32" and samples.get("fp32") is samples["engine"]
-
-
 def _samples(result: ValidationResult, labels: Mapping[str, str] | None
              ) -> list[tuple[str, SampleSummary]]:
     """(label, summary) of each distinct sample, in the result's order (the reference first)."""
     labels = labels or {}
     return [(labels.get(name, name), summary) for name, summary in result.samples.items()
-            if not _engine_is_fp32(result, name)]
+            if not (name == "fp32" and result.engine_is_fp32)]  # that sample drawn once
 
 
 def _colours(result: ValidationResult, labels: Mapping[str, str] | None) -> dict[str, str]:

@@ -77,6 +77,11 @@ class ValidationResult:
     comparisons: dict[str, Comparison]
     pixelwise: Pixelwise | None
 
+    @property
+    def engine_is_fp32(self) -> bool:
+        """True when the engine is the fp32 generator: one sample under both names."""
+        return self.samples.get("fp32") is self.samples["engine"]
+
     def metrics(self, prefix: str = "physics") -> dict[str, float]:
         """Flat ``{prefix}/<namespace>/<measure>`` metrics; the scheme is in the README."""
         metrics: dict[str, float] = {}

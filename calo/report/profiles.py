@@ -25,7 +25,7 @@ def profile_record(result: ValidationResult) -> dict[str, Any]:
     """Each distinct sample's average profile per axis, with its standard error (GeV)."""
     samples = {}
     for name, summary in result.samples.items():
-        if name == "engine" and summary is result.samples.get("fp32"):
+        if name == "engine" and result.engine_is_fp32:
             continue  # the fp32 engine: the same sample as fp32, stored once
         samples[name] = {axis: {"mean": mean.tolist(), "error": error.tolist()}
                          for axis, (mean, error) in summary.profiles.items()}
