@@ -35,9 +35,15 @@ from calo.physics.pixelwise import pixelwise
 from calo.physics.validate import compare
 from calo.precision.engine import Engine
 
-__all__ = ["Evaluator", "Measurement"]
+__all__ = ["DISTANCE_KEYS", "SPEED_KEYS", "Evaluator", "Measurement"]
 
 log = logging.getLogger(__name__)
+
+# The objectives' keys in Measurement.summary() (what a trial records in the study): the one
+# mapping from the search's objectives to the measured numbers, for trials and summary alike.
+DISTANCE_KEYS = {SearchPhysics.svn: "svn", SearchPhysics.pixel: "pixel"}
+SPEED_KEYS = {SearchSpeed.speedup: "speedup", SearchSpeed.throughput: "throughput",
+              SearchSpeed.latency: "latency_ms"}
 
 
 @dataclass(frozen=True)
@@ -53,12 +59,11 @@ class Measurement:
     speedup: float | None  # paired ratio to fp32 (speed=speedup only)
 
     def distance(self, physics: SearchPhysics) -> float:
-        return self.svn if physics is SearchPhysics.svn else self.pixel
+        return self.summary()[DISTANCE_KEYS[physics]]
 
     def speed(self, speed: SearchSpeed) -> float:
-        if speed is SearchSpeed.speedup:
-            return float(self.speedup)
-        return self.throughput if speed is SearchSpeed.throughput else self.latency_ms
+        value = self.summary()[SPEED_KEYS[speed]]
+        return float(value) if speed is SearchSpeed.speedup else value
 
     def values(self, search: SearchConfig) -> list[float]:
         """The search's two objectives: physics distance, speed."""

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from calo.config import SearchConfig, SearchMode, SearchSpeed
 from calo.errors import CaloError
+from calo.search.evaluate import DISTANCE_KEYS, SPEED_KEYS
 from calo.search.study import FP32_SVN_ATTR
 
 __all__ = ["Selection", "Summary", "TrialRow", "pareto_front", "plain_int8", "select",
@@ -48,13 +49,11 @@ def trial_rows(trials: Iterable[FrozenTrial], search: SearchConfig) -> list[Tria
         measured = trial.user_attrs.get("measurement")
         if trial.state is not TrialState.COMPLETE or measured is None:
             continue
-        speed = {SearchSpeed.speedup: measured["speedup"],
-                 SearchSpeed.throughput: measured["throughput"],
-                 SearchSpeed.latency: measured["latency_ms"]}[search.speed]
         rows.append(TrialRow(trial.number, tuple(trial.user_attrs["keep_fp32"]),
                              measured["svn"], measured["pixel"], measured["latency_ms"],
                              measured["throughput"], measured["speedup"],
-                             measured[search.physics.value], speed,
+                             measured[DISTANCE_KEYS[search.physics]],
+                             measured[SPEED_KEYS[search.speed]],
                              trial.user_attrs.get("mlflow_run_id")))
     return rows
 
