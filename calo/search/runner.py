@@ -53,6 +53,7 @@ from calo.search.study import (
 )
 from calo.search.summary import Selection, TrialRow, summarize, table_rows
 from calo.tracking import Tracker, tracked_run
+from calo.tracking.sweep import PARENT_TAG
 
 __all__ = ["run_search"]
 
@@ -84,7 +85,7 @@ class _Search:
     def child_tags(self, role: str) -> dict[str, str]:
         tags = {"search_role": role, "search/study": self.name}
         if self.parent_id:
-            tags["mlflow.parentRunId"] = self.parent_id
+            tags[PARENT_TAG] = self.parent_id
         return tags
 
     def child_config(self, **precision: Any) -> DictConfig:
@@ -404,7 +405,7 @@ def _compare_backends(state: _Search) -> dict[str, dict[str, float]]:
                              settings.tracking, run_name=f"{state.name}:{backend.value}",
                              tags=state.child_tags("comparison")) as tracker:
                 engine = build_engine(state.generator, state.evaluator.io, precision,
-                                      search.batch_size, settings.model.latent_distribution)
+                                      latent_distribution=settings.model.latent_distribution)
                 measurement = state.evaluator.measure(precision, engine)
                 tracker.log_metrics(measurement.metrics())
         except CaloError as error:
@@ -443,8 +444,7 @@ def _autotune_stage(state: _Search, rows: list[TrialRow]) -> dict[str, dict[str,
             log.warning("Neural Compressor's autotune returned no model")
             return {}
         pick = next(row for row in rows if kept_by_trial[row.number] == candidates[result.pick])
-        cached = {"key": key, "trial": pick.number, "evaluated": len(result.walked),
-                  "svn_autotune": result.walked[result.pick][1]}
+        cached = {"key": key, "trial": pick.number, "evaluated": len(result.walked)}
         study.set_user_attr("autotune", cached)
     pick = next(row for row in rows if row.number == cached["trial"])
     log.info("Neural Compressor's autotune picks trial %d after %d evaluation(s)", pick.number,

@@ -39,7 +39,6 @@ class TrialRow:
     speedup: float | None
     distance: float  # the search's physics objective
     speed: float  # the search's speed objective
-    run_id: str | None = None
 
 
 def trial_rows(trials: Iterable[FrozenTrial], search: SearchConfig) -> list[TrialRow]:
@@ -53,8 +52,7 @@ def trial_rows(trials: Iterable[FrozenTrial], search: SearchConfig) -> list[Tria
                              measured["svn"], measured["pixel"], measured["latency_ms"],
                              measured["throughput"], measured["speedup"],
                              measured[DISTANCE_KEYS[search.physics]],
-                             measured[SPEED_KEYS[search.speed]],
-                             trial.user_attrs.get("mlflow_run_id")))
+                             measured[SPEED_KEYS[search.speed]]))
     return rows
 
 
