@@ -129,28 +129,34 @@ class Evaluator:
         return replace(self.settings.bench, batch_sizes=[search.batch_size],
                        seconds=search.bench_seconds, rounds=search.bench_rounds, grid=False)
 
+    def _time(self, candidate: tuple[PrecisionConfig, Engine],
+              baseline: SavedEngines | tuple[PrecisionConfig, Engine] | None,
+              bench: BenchConfig) -> BenchResult:
+        """``candidate`` saved and timed by calo.bench on the run's topology, in rounds
+        alternating with ``baseline`` (saved already, or saved here too) if given."""
+        with tempfile.TemporaryDirectory(prefix="calo-search-") as folder:
+            def save(name: str, pair: tuple[PrecisionConfig, Engine]) -> SavedEngines:
+                precision, engine = pair
+                return save_engines(self.generator, self.io, precision,
+                                    [self.settings.search.batch_size], Path(folder) / name,
+                                    engine)
+
+            saved = save("candidate", candidate)
+            if isinstance(baseline, tuple):
+                baseline = save("baseline", baseline)
+            return benchmark(saved, baseline, self.topology, bench, self.settings.seed)
+
     def speed(self, precision: PrecisionConfig, engine: Engine) -> BenchResult:
         """The engine timed on the run's topology (alternating with fp32 for speed=speedup)."""
-        search = self.settings.search
-        baseline = self.fp32_saved if search.speed is SearchSpeed.speedup else None
-        with tempfile.TemporaryDirectory(prefix="calo-search-") as folder:
-            candidate = save_engines(self.generator, self.io, precision, [search.batch_size],
-                                     Path(folder), engine)
-            return benchmark(candidate, baseline, self.topology, self.bench_config(),
-                             self.settings.seed)
+        baseline = self.fp32_saved if self.settings.search.speed is SearchSpeed.speedup else None
+        return self._time((precision, engine), baseline, self.bench_config())
 
     def paired_ratio(self, first: tuple[PrecisionConfig, Engine],
                      second: tuple[PrecisionConfig, Engine], rounds: int) -> float:
         """Throughput of ``first`` over ``second``: the median of the ratios of ``rounds``
         pairs of neighbouring rounds (calo.bench, alternating the two engines)."""
-        batch_size = self.settings.search.batch_size
-        with tempfile.TemporaryDirectory(prefix="calo-search-pair-") as folder:
-            saved = [save_engines(self.generator, self.io, precision, [batch_size],
-                                  Path(folder) / name, engine)
-                     for name, (precision, engine) in (("first", first), ("second", second))]
-            result = benchmark(saved[0], saved[1], self.topology,
-                               replace(self.bench_config(), rounds=rounds), self.settings.seed)
-        return float(result.comparisons[batch_size].speedup)
+        result = self._time(first, second, replace(self.bench_config(), rounds=rounds))
+        return float(result.comparisons[self.settings.search.batch_size].speedup)
 
     def measure(self, precision: PrecisionConfig, engine: Engine) -> Measurement:
         physics, svn, pixel = self.physics(engine)
