@@ -97,8 +97,11 @@ class Evaluator:
         self.fp32 = self._generate(fp32_engine)
         self.fp32_features = extract_features(self.fp32, settings.physics.hit_threshold)
         self.fp32_svn = compare(self.reference, self.fp32_features, settings.physics).svn.value
-        self.fp32_saved: SavedEngines = save_engines(generator, self.io, FP32,
-                                                     [search.batch_size], folder, fp32_engine)
+        # the baseline the trials alternate with, saved once (speed=speedup, the only mode
+        # that times fp32)
+        self.fp32_saved: SavedEngines | None = (
+            save_engines(generator, self.io, FP32, [search.batch_size], folder, fp32_engine)
+            if search.speed is SearchSpeed.speedup else None)
 
     def _fp32_engine(self) -> Engine:
         from calo.precision import build_engine
@@ -148,8 +151,7 @@ class Evaluator:
 
     def speed(self, precision: PrecisionConfig, engine: Engine) -> BenchResult:
         """The engine timed on the run's topology (alternating with fp32 for speed=speedup)."""
-        baseline = self.fp32_saved if self.settings.search.speed is SearchSpeed.speedup else None
-        return self._time((precision, engine), baseline, self.bench_config())
+        return self._time((precision, engine), self.fp32_saved, self.bench_config())
 
     def paired_ratio(self, first: tuple[PrecisionConfig, Engine],
                      second: tuple[PrecisionConfig, Engine], rounds: int) -> float:
