@@ -55,11 +55,6 @@ class ReportRun:
     def has(self, prefix: str) -> bool:
         return any(key.startswith(prefix) for key in self.record.metrics)
 
-    def topology(self) -> tuple[int, int] | None:
-        """(threads, streams) the run used, from its params."""
-        threads, streams = (self.record.params.get(f"hw/{key}") for key in ("threads", "streams"))
-        return (int(threads), int(streams)) if threads and streams else None
-
 
 def ui_url_for(tracking_uri: str) -> str:
     """The MLflow UI that shows a store: the server itself, or ``make ui`` for a local one."""
