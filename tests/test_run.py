@@ -13,6 +13,7 @@ import pytest
 from calo.errors import CaloError
 from calo.paths import PROJECT_ROOT
 from calo.run import run
+from calo.tracking import Tracker
 
 from .conftest import TINY
 
@@ -93,3 +94,11 @@ def test_cli_cascadelake_is_scaled_down_and_logged(tmp_path: Path) -> None:
     assert record.data.params["hw/requested_streams"] == "7"
     assert int(record.data.params["hw/threads"]) <= len(os.sched_getaffinity(0))
     assert (PROJECT_ROOT / "conf").is_dir()
+
+
+def test_a_logged_figure_is_closed_even_with_tracking_off() -> None:
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure()
+    Tracker(None).log_figure(figure, "figure.png")
+    assert not plt.fignum_exists(figure.number)

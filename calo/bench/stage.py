@@ -7,8 +7,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from calo.bench.engines import FP32, SavedEngines, save_engines
 from calo.bench.plot import plot_grid
 from calo.bench.results import BenchResult, GridResult
@@ -83,4 +81,3 @@ def log_report(report: BenchReport, tracker: Tracker) -> None:
     tracker.log_text(markdown_table(rows) + "\n", "bench/grid.md")
     figure = plot_grid(report.grid, detect_machine().cpu_model)
     tracker.log_figure(figure, "bench/grid.png")
-    plt.close(figure)

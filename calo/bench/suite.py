@@ -23,6 +23,7 @@ from calo.config import Backend, RunConfig, to_run_config
 from calo.errors import CaloError
 from calo.hw import Topology, apply_topology, resolve_topology
 from calo.tracking import Tracker, tracked_run
+from calo.tracking.sweep import PARENT_TAG
 
 __all__ = ["SuiteRow", "run_suite", "suite_table"]
 
@@ -54,7 +55,7 @@ def run_suite(cfg: DictConfig, variants: Mapping[str, DictConfig],
             for name, reason in (skipped or {}).items()]
     child_tags = {**suite_tags, "bench_role": "precision"}
     if parent.run_id:
-        child_tags["mlflow.parentRunId"] = parent.run_id
+        child_tags[PARENT_TAG] = parent.run_id
     failure: BaseException | None = None
     try:
         rows += _measure_variants(settings, variants, topology, child_tags)

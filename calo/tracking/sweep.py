@@ -101,11 +101,13 @@ def _job_sweep(tracking: TrackingConfig) -> SweepRecord | None:
 def sweep_job_tags(tracking: TrackingConfig) -> dict[str, str]:
     """Tags that make a multirun job's run a child of its sweep's parent run; empty outside a
     tracked multirun, or when the job records to another store or experiment than its sweep."""
+    record = _job_sweep(tracking)
+    return {} if record is None else _job_tags(record)
+
+
+def _job_tags(record: SweepRecord) -> dict[str, str]:
     from hydra.core.hydra_config import HydraConfig
 
-    record = _job_sweep(tracking)
-    if record is None:
-        return {}
     hydra_cfg = HydraConfig.get()
     return {PARENT_TAG: record.parent_run_id, "sweep/role": "job", "sweep/name": record.name,
             "sweep/job": str(hydra_cfg.job.num),
@@ -121,7 +123,7 @@ def record_failed_job(tracking: TrackingConfig, error: BaseException) -> str | N
     record = _job_sweep(tracking)
     if record is None:
         return None
-    tags = sweep_job_tags(tracking)
+    tags = _job_tags(record)
     client = mlflow.MlflowClient(record.tracking_uri)
     existing = client.search_runs(
         [record.experiment_id],

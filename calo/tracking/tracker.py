@@ -106,13 +106,15 @@ class Tracker:
 
         mlflow.log_dict(dict(data), artifact_file)
 
-    @_recording
     def log_figure(self, figure: Any, artifact_file: str) -> None:
-        """Log a matplotlib figure and close it (figures left open pile up in memory)."""
+        """Log a matplotlib figure and close it, tracked or not (figures left open pile up in
+        memory)."""
         import matplotlib.pyplot as plt
-        import mlflow
 
-        mlflow.log_figure(figure, artifact_file)
+        if self.run_id:
+            import mlflow
+
+            mlflow.log_figure(figure, artifact_file)
         plt.close(figure)
 
     @_recording
