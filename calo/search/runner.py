@@ -259,9 +259,9 @@ def _trial(state: _Search, trial: optuna.Trial) -> float | list[float]:
     is recorded (trial attribute, FAILED child run) and returned as NaN: Optuna marks the trial
     failed and the search goes on."""
     search = state.settings.search
-    kept = _sample(state, trial)
+    kept, patterns = _sample(state, trial)
     try:
-        measurement, engine = _measure_trial(state, trial, kept)
+        measurement, engine = _measure_trial(state, trial, patterns)
     except Exception as error:  # the trial fails, the search goes on (up to the failure budget)
         trial.set_user_attr("error", one_line(error, 500))
         log.error("trial %d failed: %s", trial.number, one_line(error, 500))
@@ -278,9 +278,10 @@ def _trial(state: _Search, trial: optuna.Trial) -> float | list[float]:
     return values[0] if search.mode is SearchMode.single else values
 
 
-def _sample(state: _Search, trial: optuna.Trial) -> list[str]:
-    """The trial's switches, as the node names it keeps in fp32 (recorded on the trial). A set
-    that leaves nothing to quantize is the fp32 baseline: pruned, not measured."""
+def _sample(state: _Search, trial: optuna.Trial) -> tuple[list[str], list[str]]:
+    """The trial's switches, as the node names it keeps in fp32 and their
+    ``precision.keep_fp32`` patterns (both recorded on the trial). A set that leaves nothing to
+    quantize is the fp32 baseline: pruned, not measured."""
     space = state.space
     for switch in space.switches:
         trial.suggest_categorical(switch.param, [False, True])
@@ -288,20 +289,21 @@ def _sample(state: _Search, trial: optuna.Trial) -> list[str]:
     inert = set(state.study.user_attrs.get(INERT_ATTR, []))
     if kept and set(kept) | inert >= {name for name, _ in space.quantizable}:
         raise optuna.TrialPruned("every quantized node kept in fp32: that is the fp32 baseline")
-    for key, value in (("keep_fp32", space.keep_patterns(kept)), ("kept_nodes", kept),
+    patterns = space.keep_patterns(kept)
+    for key, value in (("keep_fp32", patterns), ("kept_nodes", kept),
                        ("worker", f"{platform.node()}:{os.getpid()}")):
         trial.set_user_attr(key, value)
     log.info("trial %d: %d of %d quantizable nodes kept in fp32 %s", trial.number, len(kept),
-             len(space.quantizable), space.keep_patterns(kept))
-    return kept
+             len(space.quantizable), patterns)
+    return kept, patterns
 
 
-def _measure_trial(state: _Search, trial: optuna.Trial, kept: list[str]
+def _measure_trial(state: _Search, trial: optuna.Trial, patterns: list[str]
                    ) -> tuple[Measurement, Engine]:
-    """The trial's engine built and measured in a child run of the search."""
+    """The trial's engine (``patterns`` kept in fp32) built and measured in a child run of the
+    search."""
     from calo.precision import build_engine
 
-    patterns = state.space.keep_patterns(kept)
     precision = replace(state.settings.precision, keep_fp32=patterns)
     tags = {**state.child_tags("trial"), "search/trial": str(trial.number),
             "search/reproduce": reproduce_overrides(precision, patterns)}
