@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from calo.data.calibration import PUBLISHED_SHAPES
 
-__all__ = ["PAPER", "render_run_table", "render_table"]
+__all__ = ["PAPER", "SHAPES", "render_run_table", "render_table"]
 
 # The paper's values: Table 3 (energy-weighted mean and std of the average profile, cells),
 # Table 4 (MSE-based single validation number: the paper's own definition, not ours) and
@@ -34,7 +34,7 @@ PAPER: dict[str, dict[str, float]] = {
 _COLUMNS = ("sample", "y mean", "y std", "z mean", "z std", "SVN vs ref.", "3DGAN metric vs ref.",
             "separation vs ref.", "SVN vs fp32", "pixel-wise sum abs diff [GeV]",
             "pixel-wise / ECAL")
-_SHAPES = ("y_mean", "y_std", "z_mean", "z_std")
+SHAPES = tuple(PUBLISHED_SHAPES)  # Table 3's columns: y_mean, y_std, z_mean, z_std
 
 
 def render_table(runs: Mapping[str, Mapping[str, float]],
@@ -75,7 +75,7 @@ def _row(label: str, metrics: Mapping[str, float], sample: str, distances: str,
         return metrics.get(f"physics/{key}")
 
     cells = [label]
-    for shape in _SHAPES:
+    for shape in SHAPES:
         moment = _with_error(get(f"{sample}/{shape}"), get(f"{sample}/{shape}_err"), 3)
         cells.append(_with_paper(moment, paper.get(shape), "{:.2f}"))
     cells.append(_with_paper(_number(get(f"{distances}/svn")), paper.get("svn"), "{:.3f}"))

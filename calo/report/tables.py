@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from calo.physics.table import SHAPES
 from calo.report.paper import PAPER, PAPER_MACHINE, PAPER_SPEED, PAPER_TOPOLOGY
 from calo.report.runs import ReportRun, baseline_run
 
@@ -129,8 +130,6 @@ def _speedup_text(value: float | None) -> str:
     return DASH if value is None else f"{value:.2f}x"
 
 
-_SHAPES = ("y_mean", "y_std", "z_mean", "z_std")
-
 
 def _reference_label(run: ReportRun) -> str:
     source = run.record.params.get("data.source", "reference")
@@ -140,7 +139,7 @@ def _reference_label(run: ReportRun) -> str:
 def shapes_table(runs: list[ReportRun]) -> Table:
     """Table 3: energy-weighted mean and std of the average y and z profiles (cells)."""
     table = Table("table3", "Table 3: shower-shape mean and standard deviation", [
-        "sample", *[c for shape in _SHAPES
+        "sample", *[c for shape in SHAPES
                     for c in (shape.replace("_", " "), f"{shape.replace('_', ' ')}, paper")],
         "machine", "run"])
     table.notes.append("Energy-weighted mean and standard deviation of the average profile, "
@@ -150,7 +149,7 @@ def shapes_table(runs: list[ReportRun]) -> Table:
     baseline = baseline_run(measured, "physics/engine/z_mean")
 
     def cells(run: ReportRun, sample: str, paper: Mapping[str, float]) -> list[str]:
-        return [text for shape in _SHAPES for text in (
+        return [text for shape in SHAPES for text in (
             with_error(run.metric(f"physics/{sample}/{shape}"),
                        run.metric(f"physics/{sample}/{shape}_err"), 3),
             fixed(paper.get(shape), 2))]
@@ -166,7 +165,7 @@ def shapes_table(runs: list[ReportRun]) -> Table:
                       *_run_cells(run))
     covered = {run.precision for run in measured} | ({"fp32"} if baseline else set())
     _paper_only(table, covered, PAPER, lambda _, paper: [
-        text for shape in _SHAPES for text in (DASH, fixed(paper.get(shape), 2))])
+        text for shape in SHAPES for text in (DASH, fixed(paper.get(shape), 2))])
     return table
 
 
