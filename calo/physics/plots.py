@@ -23,7 +23,7 @@ from calo.physics.binning import Binned
 from calo.physics.features import AXES
 from calo.physics.pixelwise import Pixelwise
 from calo.physics.separation import Separation
-from calo.physics.shapes import sampling_fraction_fit
+from calo.physics.shapes import Profile, sampling_fraction_fit
 from calo.physics.summary import SampleSummary
 from calo.physics.validate import ValidationResult
 
@@ -36,8 +36,6 @@ __all__ = [
     "sampling_fraction_figure",
     "validation_figures",
 ]
-
-Profile = tuple[NDArray[np.float64], NDArray[np.float64]]  # mean per cell, its error
 
 _COLOURS = {"reference": "black", "fp32": "tab:blue", "engine": "tab:red"}
 _FEATURE_LABELS = {

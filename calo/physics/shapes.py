@@ -18,6 +18,7 @@ from calo.data.calibration import sampling_fraction_fit
 
 __all__ = [
     "PROFILE_SUMS",
+    "Profile",
     "WeightedMoments",
     "average_profile_moments",
     "mean_profile",
@@ -88,9 +89,10 @@ def average_profile_moments(profiles: NDArray[np.floating]) -> WeightedMoments:
     return WeightedMoments(mean, mean_error, std, std_error)
 
 
-def mean_profile(
-    profiles: NDArray[np.floating],
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+Profile = tuple[NDArray[np.float64], NDArray[np.float64]]  # mean per cell, its error
+
+
+def mean_profile(profiles: NDArray[np.floating]) -> Profile:
     """Average of ``(N, C)`` per-event profiles per cell index and its standard error."""
     profiles = np.asarray(profiles, dtype=np.float64)
     count = len(profiles)

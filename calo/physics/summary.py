@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from calo.physics.binning import Binned, binned_mean
 from calo.physics.features import AXES, ShowerFeatures
 from calo.physics.shapes import (
+    Profile,
     WeightedMoments,
     average_profile_moments,
     mean_profile,
@@ -38,7 +39,7 @@ class SampleSummary:
 
     n_showers: int
     energy_edges: NDArray[np.float64]
-    profiles: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]
+    profiles: dict[str, Profile]
     shapes: dict[str, WeightedMoments]
     sampling_fraction: Binned
     sampling_fraction_mean: float

@@ -10,15 +10,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
+from calo.physics.shapes import Profile
 from calo.physics.validate import ValidationResult
 
 __all__ = ["PROFILES_ARTIFACT", "Profile", "profile_record", "profiles_from_record"]
 
 PROFILES_ARTIFACT = "physics/profiles.json"
-
-Profile = tuple[NDArray[np.float64], NDArray[np.float64]]  # mean per cell, its error
 
 
 def profile_record(result: ValidationResult) -> dict[str, Any]:
