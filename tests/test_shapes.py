@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calo.physics.binning import bin_index, binned_mean, binned_mean_per_ep
+from calo.physics.binning import bin_counts, bin_index, binned_mean, binned_mean_per_ep
 from calo.physics.shapes import (
     average_profile_moments,
     mean_profile,
@@ -107,6 +107,7 @@ def test_bin_index_edges_and_outside() -> None:
     edges = np.array([100.0, 200.0, 300.0])
     index = bin_index(np.array([99.0, 100.0, 199.9, 200.0, 300.0, 300.1]), edges)
     assert list(index) == [-1, 0, 0, 1, 1, -1]
+    assert list(bin_counts(np.array([99.0, 100.0, 199.9, 200.0, 300.0, 300.1]), edges)) == [2, 2]
 
 
 def test_binned_mean_per_ep_divides_each_event_by_its_energy() -> None:

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from calo.errors import CaloError
 
-__all__ = ["Binned", "bin_index", "binned_mean", "binned_mean_per_ep",
+__all__ = ["Binned", "bin_counts", "bin_index", "binned_mean", "binned_mean_per_ep",
            "means_in_shared_bins"]
 
 
@@ -32,6 +32,12 @@ def bin_index(energy: NDArray[np.floating], edges: NDArray[np.floating]) -> NDAr
     edges = np.asarray(edges, dtype=np.float64)
     index = np.clip(np.searchsorted(edges, energy, side="right") - 1, 0, len(edges) - 2)
     return np.where((energy >= edges[0]) & (energy <= edges[-1]), index, -1)
+
+
+def bin_counts(energy: NDArray[np.floating], edges: NDArray[np.floating]) -> NDArray[np.int64]:
+    """The number of events in each energy bin (events outside the edges in none)."""
+    index = bin_index(energy, edges)
+    return np.bincount(index[index >= 0], minlength=len(edges) - 1)
 
 
 def binned_mean(
@@ -69,7 +75,7 @@ def binned_mean_per_ep(
             inverse = 1.0 / np.asarray(energy, dtype=np.float64)[selected]
             flat = values[selected].reshape(len(inverse), -1).astype(np.float64)
             means[number] = (inverse @ flat).reshape(values.shape[1:]) / len(inverse)
-    return means, np.bincount(index[index >= 0], minlength=nbins)
+    return means, bin_counts(energy, edges)
 
 
 def means_in_shared_bins(

@@ -24,7 +24,7 @@ from calo.config import PhysicsConfig
 from calo.data.showers import Showers, check_showers
 from calo.errors import CaloError
 from calo.physics.analysis import AnalysisMetric, analysis_metric
-from calo.physics.binning import bin_index
+from calo.physics.binning import bin_counts
 from calo.physics.features import ShowerFeatures, extract_features
 from calo.physics.pixelwise import Pixelwise, check_paired, pixelwise
 from calo.physics.separation import Separation, separation_powers
@@ -183,8 +183,7 @@ def _halves(features: ShowerFeatures, seed: int) -> tuple[ShowerFeatures, Shower
 
 def _warn_if_small(features: dict[str, ShowerFeatures], edges: NDArray[np.float64]) -> None:
     for name, sample in features.items():
-        index = bin_index(sample.energy, edges)
-        counts = np.bincount(index[index >= 0], minlength=len(edges) - 1)
+        counts = bin_counts(sample.energy, edges)
         needed = 2 * MIN_EVENTS_PER_BIN if name == "reference" else MIN_EVENTS_PER_BIN
         if counts[counts > 0].min(initial=needed) < needed:
             warnings.warn(
