@@ -8,10 +8,11 @@ fp16_tflite    TFLite with float16 weights, fixed batch size, LiteRT interpreter
 int8_tflite    TFLite full integer, fixed batch size, LiteRT interpreter
 =============  =======================================================================
 
-Every backend starts from the same inference graph (:mod:`calo.precision.rewrite`: BatchNorm
-folded, transposed convolutions as sub-pixel convolutions; ``precision.rewrite=false`` keeps
-the generator's own layers), and the int8 ones calibrate on the same inputs
-(:mod:`calo.precision.calibration`).
+Every quantized backend starts from the same inference graph (:mod:`calo.precision.rewrite`:
+BatchNorm folded, transposed convolutions as sub-pixel convolutions; ``precision.rewrite=false``
+keeps the generator's own layers); the fp32 baseline only folds BatchNorm and keeps the
+transposed convolutions (:mod:`calo.precision.fp32`). The calibrating backends calibrate on the
+same inputs (:mod:`calo.precision.calibration`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ def build_engine(generator, io: NetworkIO, cfg: PrecisionConfig, batch_size: int
 
         require_bf16()
     graph = inference_graph(generator, cfg.rewrite)
-    calibration = calibration_inputs(io, cfg, latent_distribution)
+    # Only the backends that calibrate get inputs (bf16_inc too: Neural Compressor's static
+    # quantization runs its calibration dataloader for bf16 as well); fp16_tflite gets None.
+    calibrates = cfg.backend in (Backend.int8_inc, Backend.bf16_inc, Backend.int8_tflite)
+    calibration = calibration_inputs(io, cfg, latent_distribution) if calibrates else None
     if cfg.backend in (Backend.int8_inc, Backend.bf16_inc):
         from calo.precision.inc import build_inc_engine
 

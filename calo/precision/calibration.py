@@ -12,7 +12,14 @@ from calo.config import LatentDistribution, PrecisionConfig
 from calo.errors import CaloError
 from calo.model.io import NetworkIO, sample_latent
 
-__all__ = ["CalibrationLoader", "calibration_batches", "calibration_inputs"]
+__all__ = ["CalibrationLoader", "calibration_batches", "calibration_inputs",
+           "require_calibration"]
+
+
+def require_calibration(inputs: NDArray[np.float32] | None) -> None:
+    """A one-line error when there are no calibration inputs to calibrate on."""
+    if inputs is None or len(inputs) == 0:
+        raise CaloError("the calibration set is empty: give precision.calibration_size > 0")
 
 
 def calibration_inputs(io: NetworkIO, cfg: PrecisionConfig,
@@ -20,10 +27,7 @@ def calibration_inputs(io: NetworkIO, cfg: PrecisionConfig,
                        ) -> NDArray[np.float32]:
     """``cfg.calibration_size`` generator inputs: seeded latents times Ep drawn uniformly over
     ``cfg.calibration_energy``, scaled as every engine sees them (NetworkIO)."""
-    size = cfg.calibration_size
-    if size <= 0:
-        raise CaloError(f"precision={cfg.name}: the calibration set is empty "
-                        f"(precision.calibration_size={size}): give it a positive size")
+    size = cfg.calibration_size  # positive: PrecisionConfig refuses any other
     rng = np.random.default_rng(cfg.calibration_seed)
     latent = sample_latent(size, io.latent_dim, distribution, rng)
     energy = rng.uniform(*cfg.calibration_energy, size=size)
@@ -34,8 +38,7 @@ def calibration_batches(inputs: NDArray[np.float32], batch_size: int
                         ) -> Iterator[NDArray[np.float32]]:
     """Batches of exactly ``batch_size`` (fixed-batch models need that): the last one wraps
     around to the first inputs."""
-    if len(inputs) == 0:
-        raise CaloError("the calibration set is empty: give precision.calibration_size > 0")
+    require_calibration(inputs)
     count = -(-len(inputs) // batch_size)
     padded = np.resize(inputs, (count * batch_size, inputs.shape[1]))
     for start in range(0, len(padded), batch_size):

@@ -7,6 +7,7 @@ nodes into a graph function: nothing from the folder is executed but the graph i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +52,17 @@ def freeze_graph(graph: Graph) -> tuple[tf.compat.v1.GraphDef, str, str]:
     return freeze(module.serve.get_concrete_function())
 
 
+def _all_nodes(graph_def: tf.compat.v1.GraphDef) -> Iterator[tf.compat.v1.NodeDef]:
+    """The nodes of a graph, then those of the functions in its library."""
+    yield from graph_def.node
+    for function in graph_def.library.function:
+        yield from function.node_def
+
+
 def graph_nodes(graph_def: tf.compat.v1.GraphDef) -> list[NodeInfo]:
     """Compute nodes of a graph and of the functions it calls, with their dtypes."""
-    nodes = list(graph_def.node)
-    for function in graph_def.library.function:
-        nodes.extend(function.node_def)
     table = []
-    for node in nodes:
+    for node in _all_nodes(graph_def):
         if node.op in _PLUMBING:
             continue
         key = next((k for k in ("T", "Tinput", "dtype", "DstT") if k in node.attr), None)
@@ -99,8 +104,7 @@ class GraphEngine(Engine):
         details = meta["details"]
         try:
             graph_def = tf.compat.v1.GraphDef.FromString((folder / MODEL_FILE).read_bytes())
-            ops = {node.op for node in graph_def.node} | {
-                node.op for function in graph_def.library.function for node in function.node_def}
+            ops = {node.op for node in _all_nodes(graph_def)}
             unsafe = sorted(ops & _UNSAFE_OPS)
             if unsafe:
                 raise ValueError(f"it holds {', '.join(unsafe)} ops, which no engine graph has")

@@ -62,11 +62,15 @@ class Graph:
     def remove(self, node: Node) -> None:
         """Drop a one-input node, wiring its consumers to its input."""
         (source,) = node.inputs
-        for consumer in self.consumers(node.name):
-            consumer.inputs = [source if i == node.name else i for i in consumer.inputs]
-        if self.output == node.name:
-            self.output = source
+        self.redirect(node.name, source)
         self.nodes.remove(node)
+
+    def redirect(self, old: str, new: str) -> None:
+        """Wire every consumer of ``old`` (and the graph output, if it is ``old``) to ``new``."""
+        for consumer in self.consumers(old):
+            consumer.inputs = [new if i == old else i for i in consumer.inputs]
+        if self.output == old:
+            self.output = new
 
     def count(self, kind: Kind) -> int:
         return sum(node.kind == kind for node in self.nodes)

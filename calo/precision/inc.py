@@ -24,12 +24,13 @@ from calo.config import PrecisionConfig
 from calo.errors import CaloError
 from calo.hw import detect_machine
 from calo.model.io import NetworkIO
-from calo.precision.calibration import CalibrationLoader
+from calo.precision.calibration import CalibrationLoader, require_calibration
 from calo.precision.frozen import GraphEngine, freeze_graph
 from calo.precision.graph import Graph
 
 __all__ = ["BF16Engine", "INT8Engine", "build_inc_engine", "neural_compressor_session",
-           "quantizable_nodes", "quantization_config", "require_bf16", "resolve_keep_fp32"]
+           "layer_name", "quantizable_nodes", "quantization_config", "require_bf16",
+           "resolve_keep_fp32"]
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,9 @@ def require_bf16() -> None:
                         f"({machine.cpu_model}) has neither: use precision=int8_inc or fp32")
 
 
-def _short_name(node_name: str) -> str:
-    """``StatefulPartitionedCall/xy4_conv/Conv2D`` -> ``xy4_conv`` (the layer part)."""
+def layer_name(node_name: str) -> str:
+    """``StatefulPartitionedCall/xy4_conv/Conv2D`` -> ``xy4_conv`` (the layer part); a name
+    without a slash is its own layer."""
     parts = node_name.split("/")
     return parts[-2] if len(parts) >= 2 else parts[0]
 
@@ -78,9 +80,9 @@ def resolve_keep_fp32(patterns: list[str], quantizable: list[tuple[str, str]]) -
             raise CaloError(f"precision.keep_fp32: {pattern!r} is not a valid regular "
                             f"expression ({error})") from error
         matches = [name for name, op in quantizable
-                   if any(regex.fullmatch(text) for text in (name, _short_name(name), op))]
+                   if any(regex.fullmatch(text) for text in (name, layer_name(name), op))]
         if not matches:
-            valid = ", ".join(dict.fromkeys(_short_name(name) for name, _ in quantizable))
+            valid = ", ".join(dict.fromkeys(layer_name(name) for name, _ in quantizable))
             raise CaloError(f"precision.keep_fp32: {pattern!r} matches no quantizable node; "
                             f"valid names: {valid} (or their op types, or regular expressions)")
         kept.extend(name for name in matches if name not in kept)
@@ -142,9 +144,7 @@ def build_inc_engine(graph: Graph, io: NetworkIO, cfg: PrecisionConfig, dtype: D
     """Quantize the inference graph with Neural Compressor; int8 keeps ``cfg.keep_fp32``."""
     from neural_compressor.tensorflow import quantize_model
 
-    if len(calibration) == 0:
-        raise CaloError(f"precision={cfg.name}: the calibration set is empty: "
-                        "give precision.calibration_size > 0")
+    require_calibration(calibration)
     graph_def, _, _ = freeze_graph(graph)
     with neural_compressor_session():
         quantizable = quantizable_nodes(graph_def)

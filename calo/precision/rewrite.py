@@ -161,10 +161,7 @@ def _to_zero_insertion(graph: Graph, node: Node) -> None:
 
 
 def _insert_after(graph: Graph, node: Node, new: Node) -> None:
-    for consumer in graph.consumers(node.name):
-        consumer.inputs = [new.name if i == node.name else i for i in consumer.inputs]
-    if graph.output == node.name:
-        graph.output = new.name
+    graph.redirect(node.name, new.name)  # before ``new``, which reads node, joins the graph
     graph.nodes.insert(graph.nodes.index(node) + 1, new)
 
 

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from calo.errors import CaloError, one_line
 from calo.model.io import NetworkIO
-from calo.precision.calibration import calibration_batches
+from calo.precision.calibration import calibration_batches, require_calibration
 from calo.precision.engine import Engine, NodeInfo
 from calo.precision.graph import Graph, to_module
 
@@ -108,9 +108,7 @@ def build_tflite_engine(graph: Graph, io: NetworkIO, kind: Kind, batch_size: int
     if kind == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     else:
-        if calibration is None or len(calibration) == 0:
-            raise CaloError("int8_tflite: the calibration set is empty: "
-                            "give precision.calibration_size > 0")
+        require_calibration(calibration)
         converter.representative_dataset = lambda: (
             [batch] for batch in calibration_batches(calibration, batch_size))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -22,6 +22,7 @@ import numpy as np
 
 from calo.config import SearchGranularity
 from calo.errors import CaloError
+from calo.precision.inc import layer_name
 
 __all__ = ["PARAM_PREFIX", "SearchSpace", "Switch"]
 
@@ -42,14 +43,8 @@ class Switch:
         return PARAM_PREFIX + self.name
 
 
-def _layer(node: str) -> str:
-    """``xy4_conv/Conv2D`` -> ``xy4_conv``; a name without a slash is its own layer."""
-    parts = node.split("/")
-    return parts[-2] if len(parts) >= 2 else parts[0]
-
-
 def _group(node: str, granularity: SearchGranularity) -> str:
-    layer = _layer(node)
+    layer = layer_name(node)
     match = _PATH_LAYER.match(layer)
     if granularity is SearchGranularity.node or match is None:
         return layer
@@ -77,10 +72,10 @@ class SearchSpace:
         groups: dict[str, list[str]] = {}
         layer_counts: dict[str, int] = {}
         for name, _ in nodes:
-            layer_counts[_layer(name)] = layer_counts.get(_layer(name), 0) + 1
+            layer_counts[layer_name(name)] = layer_counts.get(layer_name(name), 0) + 1
         for name, _ in nodes:
             key = _group(name, granularity)
-            if granularity is SearchGranularity.node and layer_counts[_layer(name)] > 1:
+            if granularity is SearchGranularity.node and layer_counts[layer_name(name)] > 1:
                 key = name  # a layer with several quantizable nodes: one switch per node
             groups.setdefault(key, []).append(name)
         switches = tuple(Switch(key, tuple(names)) for key, names in groups.items())
@@ -114,9 +109,9 @@ class SearchSpace:
     def keep_patterns(self, kept: Sequence[str]) -> list[str]:
         """``precision.keep_fp32`` entries that select exactly ``kept``: the layer name where
         it names one quantizable node (``xy4_conv``), the full node name otherwise."""
-        layers = [_layer(name) for name, _ in self.quantizable]
-        return [re.escape(_layer(name)) if layers.count(_layer(name)) == 1 else re.escape(name)
-                for name in kept]
+        layers = [layer_name(name) for name, _ in self.quantizable]
+        return [re.escape(layer_name(name)) if layers.count(layer_name(name)) == 1
+                else re.escape(name) for name in kept]
 
     def describe(self) -> dict[str, object]:
         """What a study stores to recognise its space: granularity, nodes and switches."""
