@@ -14,11 +14,14 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from calo.config import ModelConfig
 from calo.data import Showers, simulate_reference
 from calo.paths import CONFIG_DIR
 
 # The benchmark (worker processes, seconds of timing) runs only in the tests that ask for it.
 TINY = ["model=tiny", "data.n_showers=200", "batch_size=50", "bench.enabled=false"]
+# The tiny generator built directly, without composing a run.
+TINY_MODEL = ModelConfig(name="tiny", path_filters=[4, 8, 8, 8, 8, 8, 4, 4])
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,9 @@ from calo.errors import CaloError
 from calo.model import NetworkIO, build_generator
 from calo.model.weights import load_generator
 
+from .conftest import TINY_MODEL
+
 FULL = ModelConfig(name="full")
-TINY = ModelConfig(name="tiny", path_filters=[4, 8, 8, 8, 8, 8, 4, 4])
 
 
 def test_full_generator_has_the_papers_size() -> None:
@@ -23,7 +24,7 @@ def test_full_generator_has_the_papers_size() -> None:
 
 
 def test_tiny_generator_has_the_same_topology() -> None:
-    full, tiny = build_generator(FULL), build_generator(TINY)
+    full, tiny = build_generator(FULL), build_generator(TINY_MODEL)
     assert [type(layer) for layer in tiny.layers] == [type(layer) for layer in full.layers]
     assert tiny.count_params() < full.count_params() / 10
     output = tiny.predict(np.ones((3, 200), np.float32), verbose=0)
@@ -40,17 +41,17 @@ def test_network_io_scales_latent_by_energy_and_output_to_gev() -> None:
 
 
 def test_weights_round_trip(tmp_path: Path) -> None:
-    generator = build_generator(TINY)
+    generator = build_generator(TINY_MODEL)
     path = tmp_path / "g.weights.h5"
     generator.save_weights(path)
-    loaded, trained = load_generator(ModelConfig(**{**TINY.__dict__, "weights": str(path)}))
+    loaded, trained = load_generator(ModelConfig(**{**TINY_MODEL.__dict__, "weights": str(path)}))
     assert trained
     x = np.random.default_rng(0).standard_normal((2, 200)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), generator.predict(x, verbose=0))
 
 
 def test_untrained_generator_is_said_to_be(caplog) -> None:
-    _, trained = load_generator(TINY)
+    _, trained = load_generator(TINY_MODEL)
     assert not trained and "freshly initialised" in caplog.text
 
 
@@ -58,9 +59,9 @@ def test_untrained_generator_is_said_to_be(caplog) -> None:
 def test_bad_weights_are_one_line_errors(tmp_path: Path, problem: str) -> None:
     path = tmp_path / "g.weights.h5"
     if problem != "missing":
-        build_generator(FULL if problem == "other architecture" else TINY).save_weights(path)
+        build_generator(FULL if problem == "other architecture" else TINY_MODEL).save_weights(path)
     if problem == "truncated":
         path.write_bytes(path.read_bytes()[:2000])
     with pytest.raises(CaloError, match=r"g\.weights\.h5") as error:
-        load_generator(ModelConfig(**{**TINY.__dict__, "weights": str(path)}))
+        load_generator(ModelConfig(**{**TINY_MODEL.__dict__, "weights": str(path)}))
     assert "\n" not in str(error.value)

@@ -26,6 +26,7 @@ from calo.precision.inc import BF16_FLAGS, build_inc_engine, require_bf16
 from calo.precision.profile import op_breakdown
 from calo.precision.rewrite import inference_graph
 
+from .conftest import TINY_MODEL
 from .test_precision_rewrite import randomize_batchnorm
 
 TOLERANCE = {"fp32": 1e-5, "fp16_tflite": 0.01, "bf16_inc": 0.03, "int8_inc": 0.08,
@@ -45,7 +46,7 @@ def precision(backend: Backend, **changes) -> PrecisionConfig:
 @pytest.fixture(scope="module")
 def generator() -> keras.Model:
     keras.utils.set_random_seed(5)
-    model = build_generator(ModelConfig(name="tiny", path_filters=[4, 8, 8, 8, 8, 8, 4, 4]))
+    model = build_generator(TINY_MODEL)
     randomize_batchnorm(model, seed=1)
     return model
 

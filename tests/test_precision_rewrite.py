@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from calo.config import ModelConfig
 from calo.errors import CaloError
 from calo.model.generator import build_generator
 from calo.precision.graph import from_keras, to_module
@@ -22,6 +21,8 @@ from calo.precision.rewrite import (
     transposed_to_conv,
     zero_insertion_phase,
 )
+
+from .conftest import TINY_MODEL
 
 RELATIVE = 1e-5
 
@@ -41,7 +42,7 @@ def randomize_batchnorm(model: keras.Model, seed: int = 0) -> None:
 @pytest.fixture(scope="module")
 def generator() -> keras.Model:
     keras.utils.set_random_seed(3)
-    model = build_generator(ModelConfig(name="tiny", path_filters=[4, 8, 8, 8, 8, 8, 4, 4]))
+    model = build_generator(TINY_MODEL)
     randomize_batchnorm(model)
     return model
 
@@ -120,7 +121,7 @@ def test_both_rewrites_are_exact_and_fold_most_batchnorms(generator, latent) -> 
 
 def test_untrained_batchnorm_folds_away_entirely(latent) -> None:
     keras.utils.set_random_seed(4)
-    model = build_generator(ModelConfig(name="tiny", path_filters=[4, 8, 8, 8, 8, 8, 4, 4]))
+    model = build_generator(TINY_MODEL)
     graph = optimize(from_keras(model))
     assert graph.count("affine") == 0
     assert_same(run(graph, latent), model(latent, training=False).numpy())
