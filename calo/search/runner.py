@@ -23,6 +23,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +89,13 @@ class _Search:
             tags[PARENT_TAG] = self.parent_id
         return tags
 
-    def child_config(self, **precision: Any) -> DictConfig:
-        return OmegaConf.merge(self.cfg, {"precision": precision})
+    def child_precision(self, **changes: Any) -> tuple[PrecisionConfig, DictConfig]:
+        """The run's precision with ``changes``, and the run's config with the same changes
+        (what the child run records)."""
+        values = {key: value.value if isinstance(value, Enum) else value
+                  for key, value in changes.items()}
+        return (replace(self.settings.precision, **changes),
+                OmegaConf.merge(self.cfg, {"precision": values}))
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -304,10 +310,10 @@ def _measure_trial(state: _Search, trial: optuna.Trial, patterns: list[str]
     search."""
     from calo.precision import build_engine
 
-    precision = replace(state.settings.precision, keep_fp32=patterns)
+    precision, child_cfg = state.child_precision(keep_fp32=patterns)
     tags = {**state.child_tags("trial"), "search/trial": str(trial.number),
             "search/reproduce": reproduce_overrides(precision, patterns)}
-    with tracked_run(state.child_config(keep_fp32=patterns), state.settings.tracking,
+    with tracked_run(child_cfg, state.settings.tracking,
                      run_name=f"{state.name}#{trial.number}", tags=tags) as tracker:
         if tracker.run_id:
             trial.set_user_attr("mlflow_run_id", tracker.run_id)
@@ -397,14 +403,13 @@ def _compare_backends(state: _Search) -> dict[str, dict[str, float]]:
         if (cached := state.study.user_attrs.get(key)) is not None:
             results[backend.value] = cached
             continue
-        precision = replace(settings.precision, name=backend.value, backend=backend,
-                            keep_fp32=[], fixed_batch_size=search.batch_size)
+        precision, child_cfg = state.child_precision(name=backend.value, backend=backend,
+                                                     keep_fp32=[],
+                                                     fixed_batch_size=search.batch_size)
         log.info("comparison: measuring %s as the trials are measured", backend.value)
         try:
-            with tracked_run(state.child_config(name=backend.value, backend=backend.value,
-                                                keep_fp32=[],
-                                                fixed_batch_size=search.batch_size),
-                             settings.tracking, run_name=f"{state.name}:{backend.value}",
+            with tracked_run(child_cfg, settings.tracking,
+                             run_name=f"{state.name}:{backend.value}",
                              tags=state.child_tags("comparison")) as tracker:
                 engine = build_engine(state.generator, state.evaluator.io, precision,
                                       latent_distribution=settings.model.latent_distribution)
