@@ -11,7 +11,7 @@ import pytest
 from calo.config import PhysicsConfig
 from calo.data import Showers
 from calo.errors import CaloError
-from calo.physics import validate
+from calo.physics import measure_reference, validate
 from calo.physics.table import render_table
 
 # Samples of a few hundred showers are small on purpose: the warning says so.
@@ -123,6 +123,21 @@ def test_arrays_work_as_well_as_showers(halves) -> None:
     reference, generated = halves
     from_arrays = validate((reference.ecal, reference.energy), (generated.ecal, generated.energy))
     assert from_arrays.metrics() == validate(reference, generated).metrics()
+
+
+def test_a_measured_reference_gives_the_same_result(halves) -> None:
+    reference, generated = halves
+    fp32 = blurred(generated, seed=2)
+    settings = PhysicsConfig(floor_seed=3)
+    measured = measure_reference(reference, settings)
+    for kwargs in ({}, {"fp32": fp32}, {"fp32": generated}):
+        again = validate(measured, generated, settings=settings, **kwargs)
+        assert again.metrics() == validate(reference, generated, settings=settings,
+                                           **kwargs).metrics()
+        assert again.samples["reference"] is measured.summary
+        assert again.comparisons["floor"] is measured.floor
+    with pytest.raises(ValueError, match="other physics settings"):
+        validate(measured, generated, settings=PhysicsConfig(floor_seed=4))
 
 
 def test_the_floor_depends_on_the_split_seed_only(halves) -> None:

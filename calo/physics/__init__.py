@@ -1,6 +1,12 @@
 """Physics validation: plain functions of shower arrays that return numbers (with errors where
 they have them); :func:`validate` runs them all, :mod:`calo.physics.plots` draws the results."""
 
-from calo.physics.validate import Comparison, ValidationResult, validate
+from calo.physics.validate import (
+    Comparison,
+    MeasuredReference,
+    ValidationResult,
+    measure_reference,
+    validate,
+)
 
-__all__ = ["Comparison", "ValidationResult", "validate"]
+__all__ = ["Comparison", "MeasuredReference", "ValidationResult", "measure_reference", "validate"]

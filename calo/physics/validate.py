@@ -31,7 +31,8 @@ from calo.physics.separation import Separation, separation_powers
 from calo.physics.summary import SampleSummary, summarize
 from calo.physics.svn import SvnResult, single_validation_number
 
-__all__ = ["Comparison", "SampleLike", "ValidationResult", "compare", "validate"]
+__all__ = ["Comparison", "MeasuredReference", "SampleLike", "ValidationResult", "compare",
+           "measure_reference", "validate"]
 
 log = logging.getLogger(__name__)
 
@@ -109,29 +110,62 @@ def compare(
     )
 
 
+@dataclass(frozen=True)
+class MeasuredReference:
+    """The reference's side of :func:`validate`, measured once: pass it as ``reference`` to
+    measure several samples (a training's epochs) against one fixed reference.
+
+    ``floor``: one half of the reference against the other. ``settings``: those it was
+    measured with, which :func:`validate` then uses.
+    """
+
+    settings: PhysicsConfig
+    features: ShowerFeatures
+    summary: SampleSummary
+    floor: Comparison
+
+
+def measure_reference(
+    reference: SampleLike, settings: PhysicsConfig | None = None, progress: bool = False
+) -> MeasuredReference:
+    """The reference's features, summary and statistical floor, for :func:`validate`."""
+    return _measure_reference(_reference_showers(reference), settings or PhysicsConfig(),
+                              progress)
+
+
 def validate(
-    reference: SampleLike,
+    reference: SampleLike | MeasuredReference,
     generated: SampleLike,
     fp32: SampleLike | None = None,
     settings: PhysicsConfig | None = None,
     progress: bool = False,
 ) -> ValidationResult:
-    """Measure ``generated`` (and ``fp32``) against ``reference``; see the module docstring."""
+    """Measure ``generated`` (and ``fp32``) against ``reference``; see the module docstring.
+
+    ``reference`` may be a :class:`MeasuredReference` (from :func:`measure_reference`), which
+    is then not measured again.
+    """
+    measured = reference if isinstance(reference, MeasuredReference) else None
+    if measured is not None:
+        if settings is not None and settings != measured.settings:
+            raise ValueError("validate: the reference was measured with other physics settings")
+        settings = measured.settings
     settings = settings or PhysicsConfig()
     edges = np.asarray(settings.energy_bins, dtype=np.float64)
-    showers = {"reference": as_showers(reference, "reference")}
-    if len(showers["reference"]) < 2:
-        raise CaloError("reference sample: the statistical floor needs at least 2 showers")
+    showers = {} if measured is not None else {"reference": _reference_showers(reference)}
     if fp32 is not None:
         showers["fp32"] = as_showers(fp32, "fp32")
     # Decided on the inputs: converting float64 cells gives each sample its own copy.
     engine_is_fp32 = fp32 is not None and _ecal_of(fp32) is _ecal_of(generated)
     showers["engine"] = (showers["fp32"] if fp32 is generated
                          else as_showers(generated, "generated"))
-    distinct = [name for name in showers if not (name == "engine" and engine_is_fp32)]
+    distinct = [name for name in showers
+                if name != "reference" and not (name == "engine" and engine_is_fp32)]
     if "fp32" in showers and not engine_is_fp32:
         check_paired(showers["fp32"], showers["engine"])
 
+    if measured is None:
+        measured = _measure_reference(showers["reference"], settings, progress)
     features: dict[str, ShowerFeatures] = {}
     for name in distinct:
         log.info("physics: reading %d %s showers", len(showers[name]), name)
@@ -139,11 +173,11 @@ def validate(
     _warn_if_small(features, edges)
 
     log.info("physics: summaries and comparisons")
-    summaries = {name: summarize(features[name], edges) for name in distinct}
-    comparisons = {name: compare(features["reference"], features[name], settings)
-                   for name in distinct if name != "reference"}
-    comparisons["floor"] = compare(*_halves(features["reference"], settings.floor_seed),
-                                   settings)
+    summaries = {"reference": measured.summary}
+    summaries.update({name: summarize(features[name], edges) for name in distinct})
+    comparisons = {name: compare(measured.features, features[name], settings)
+                   for name in distinct}
+    comparisons["floor"] = measured.floor
     pixel = None
     if engine_is_fp32:  # one sample, reported under both names
         summaries["engine"] = summaries["fp32"]
@@ -152,6 +186,24 @@ def validate(
         comparisons["engine_vs_fp32"] = compare(features["fp32"], features["engine"], settings)
         pixel = pixelwise(showers["fp32"], showers["engine"])
     return ValidationResult(edges, summaries, comparisons, pixel)
+
+
+def _reference_showers(reference: SampleLike) -> Showers:
+    showers = as_showers(reference, "reference")
+    if len(showers) < 2:
+        raise CaloError("reference sample: the statistical floor needs at least 2 showers")
+    return showers
+
+
+def _measure_reference(showers: Showers, settings: PhysicsConfig,
+                       progress: bool) -> MeasuredReference:
+    """Called straight from validate or measure_reference (the warning names their caller)."""
+    edges = np.asarray(settings.energy_bins, dtype=np.float64)
+    log.info("physics: reading %d reference showers", len(showers))
+    features = extract_features(showers, settings.hit_threshold, progress)
+    _warn_if_small({"reference": features}, edges, stacklevel=4)
+    floor = compare(*_halves(features, settings.floor_seed), settings)
+    return MeasuredReference(settings, features, summarize(features, edges), floor)
 
 
 def as_showers(sample: SampleLike, name: str) -> Showers:
@@ -181,7 +233,8 @@ def _halves(features: ShowerFeatures, seed: int) -> tuple[ShowerFeatures, Shower
     return features.subset(order[:middle]), features.subset(order[middle:])
 
 
-def _warn_if_small(features: dict[str, ShowerFeatures], edges: NDArray[np.float64]) -> None:
+def _warn_if_small(features: dict[str, ShowerFeatures], edges: NDArray[np.float64],
+                   stacklevel: int = 3) -> None:
     for name, sample in features.items():
         counts = bin_counts(sample.energy, edges)
         needed = 2 * MIN_EVENTS_PER_BIN if name == "reference" else MIN_EVENTS_PER_BIN
@@ -189,4 +242,4 @@ def _warn_if_small(features: dict[str, ShowerFeatures], edges: NDArray[np.float6
             warnings.warn(
                 f"{name} sample: an energy bin holds only {counts[counts > 0].min()} showers "
                 f"(< {needed}): binned physics metrics will be noisy", RuntimeWarning,
-                stacklevel=3)
+                stacklevel=stacklevel)
