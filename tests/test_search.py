@@ -160,6 +160,28 @@ def test_a_storage_that_cannot_be_opened_is_one_line(url: str, shown: str, hidde
     assert hidden is None or hidden not in message
 
 
+def test_a_storage_another_process_is_creating_is_opened_again(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    import calo.search.study as study_module
+
+    opened = study_module._rdb_storage
+    attempts = []
+
+    def collides_once(url: str, heartbeat_s: int):
+        attempts.append(url)
+        if len(attempts) == 1:  # what sqlite says when the other process created it first
+            raise OperationalError("CREATE TABLE studies", {}, Exception("table studies "
+                                                                         "already exists"))
+        return opened(url, heartbeat_s)
+
+    monkeypatch.setattr(study_module, "_rdb_storage", collides_once)
+    monkeypatch.setattr(study_module.time, "sleep", lambda seconds: None)
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_s=60)
+    assert len(attempts) == 2 and storage.get_all_studies() == []
+
+
 @pytest.fixture
 def storage(tmp_path: Path) -> optuna.storages.RDBStorage:
     return open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_s=60)

@@ -76,21 +76,25 @@ def _rdb_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
                 max_retry=1))
 
 
+def _creating_concurrently(error: Exception) -> bool:
+    """Whether another process was creating the same tables at the same moment: a duplicate
+    row (IntegrityError), or, on sqlite, a table that appeared between check and create."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    return isinstance(error, IntegrityError) or (
+        isinstance(error, OperationalError) and "already exists" in str(error))
+
+
 def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
     """RDB storage at ``url``, or a one-line CaloError saying why it cannot be opened."""
-    from sqlalchemy.exc import IntegrityError
-
     for attempt in range(STORAGE_ATTEMPTS):
         try:
             return _rdb_storage(url, heartbeat_s)
-        except IntegrityError as error:  # another process is creating the same tables
-            if attempt + 1 == STORAGE_ATTEMPTS:
-                failure: Exception = error
-            else:
-                time.sleep(2.0)
         except Exception as error:  # SQLAlchemy, a missing driver, a bad URL: all the same
-            failure = error
-            break
+            failure: Exception = error
+            if not _creating_concurrently(error) or attempt + 1 == STORAGE_ATTEMPTS:
+                break
+            time.sleep(2.0)
     raise CaloError(f"cannot open the Optuna storage {safe_url(url)} ({one_line(failure, 300)}): "
                     "check search.storage (an SQLAlchemy URL such as "
                     "sqlite:///path/optuna.db or postgresql://user@host/db)") from failure
