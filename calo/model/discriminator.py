@@ -46,7 +46,8 @@ def discriminator_path(shower, permutation: tuple[int, int, int], cfg: ModelConf
     x = shower if permutation == (1, 2, 3) else layers.Permute(permutation, name=f"{name}_in")(
         shower)
     for index, (filters, spec) in enumerate(zip(cfg.discriminator_filters, PATH)):
-        x = conv_block(x, filters, spec, cfg, f"{name}{index}")
+        x = conv_block(x, filters, spec, cfg, f"{name}{index}",
+                       "glorot_uniform" if index == 0 else "he_uniform")
     return x
 
 

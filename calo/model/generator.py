@@ -7,12 +7,19 @@ that each see the 5^3 seed cube with its axes permuted.
 
 A path is Conv2D 32 5x5, Conv2DTranspose 64 5x5 /3, Conv2D 64 5x5, Conv2DTranspose 64 5x5 /2,
 Conv2D 64 8x8, Conv2D 64 5x5 valid, Conv2D 32 4x4, Conv2D 32 3x3, Conv2D 25 2x2 valid; every
-convolution bias-free and followed by LeakyReLU -> BatchNorm -> Dropout.
+convolution bias-free and followed by LeakyReLU -> BatchNorm -> Dropout. As in the public Conv2D
+code, the first convolution of a path keeps Keras' Glorot initialiser and every later one (and
+the combining convolution, bias-free too) starts from He-uniform.
+
+The output activation is ReLU for inference; training starts with a linear output and switches
+to ReLU at ``train.relu_epoch`` (the public recipe: a ReLU from the start leaves whole z layers,
+which are output channels here, stuck at zero). The activation has no weights, so the two
+generators share one set of weights.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import keras
 from keras import layers
@@ -20,7 +27,9 @@ from keras import layers
 from calo.config import ModelConfig
 from calo.data.simulator import CELLS
 
-__all__ = ["PERMUTATIONS", "build_generator"]
+__all__ = ["PERMUTATIONS", "OutputActivation", "build_generator", "with_output"]
+
+OutputActivation = Literal["relu", "linear"]
 
 SEED_SIDE = 5  # the Dense layer's output is a 5^3 cube
 
@@ -51,11 +60,12 @@ PATH = (
 LAST = ConvSpec(2, padding="valid")
 
 
-def conv_block(x, filters: int, spec: ConvSpec, cfg: ModelConfig, name: str):
+def conv_block(x, filters: int, spec: ConvSpec, cfg: ModelConfig, name: str,
+               initializer: str = "he_uniform"):
     """Bias-free (transposed) convolution -> LeakyReLU -> BatchNorm -> Dropout."""
     conv = layers.Conv2DTranspose if spec.transposed else layers.Conv2D
     x = conv(filters, spec.kernel, strides=spec.strides, padding=spec.padding, use_bias=False,
-             name=f"{name}_conv")(x)
+             kernel_initializer=initializer, name=f"{name}_conv")(x)
     x = layers.LeakyReLU(negative_slope=cfg.leaky_alpha, name=f"{name}_lrelu")(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.Dropout(cfg.dropout, name=f"{name}_drop")(x)
@@ -65,19 +75,28 @@ def generator_path(cube, permutation: tuple[int, int, int], cfg: ModelConfig, na
     """One permuted view of the seed cube, upsampled to a (25, 25, 25) image."""
     x = cube if permutation == (1, 2, 3) else layers.Permute(permutation, name=f"{name}_in")(cube)
     for index, (filters, spec) in enumerate(zip(cfg.path_filters, PATH)):
-        x = conv_block(x, filters, spec, cfg, f"{name}{index}")
+        x = conv_block(x, filters, spec, cfg, f"{name}{index}",
+                       "glorot_uniform" if index == 0 else "he_uniform")
     x = conv_block(x, CELLS, LAST, cfg, f"{name}{len(PATH)}")
     inverse = _INVERSE[permutation]
     return x if inverse == (1, 2, 3) else layers.Permute(inverse, name=f"{name}_out")(x)
 
 
-def build_generator(cfg: ModelConfig) -> keras.Model:
+def build_generator(cfg: ModelConfig, output: OutputActivation = "relu") -> keras.Model:
     """Scaled latent (N, latent_dim) -> cell energies (N, 25, 25, 25) in GeV * cell_scale."""
     latent = keras.Input((cfg.latent_dim,), name="scaled_latent")
     cube = layers.Dense(SEED_SIDE**3, name="seed_dense")(latent)
     cube = layers.Reshape((SEED_SIDE,) * 3, name="seed_cube")(cube)
     paths = [generator_path(cube, perm, cfg, name) for name, perm in PERMUTATIONS.items()]
     x = layers.Concatenate(name="paths")(paths)
-    x = layers.Conv2D(CELLS, 3, padding="same", name="combine_conv")(x)
-    showers = layers.ReLU(name="showers")(x)
+    x = layers.Conv2D(CELLS, 3, padding="same", use_bias=False, kernel_initializer="he_uniform",
+                      name="combine_conv")(x)
+    showers = layers.ReLU(name="showers")(x) if output == "relu" else x
     return keras.Model(latent, showers, name="generator")
+
+
+def with_output(generator: keras.Model, output: OutputActivation) -> keras.Model:
+    """The same generator (shared layers and weights) with the other output activation."""
+    linear = generator.get_layer("combine_conv").output
+    showers = layers.ReLU(name="showers")(linear) if output == "relu" else linear
+    return keras.Model(generator.input, showers, name="generator")

@@ -18,12 +18,12 @@ class NetworkIO:
     """Scales between physics units and network units.
 
     The generator sees ``latent * Ep / energy_scale`` and produces cells in
-    ``GeV * cell_scale`` (the 3DGAN "xscale" preprocessing).
+    ``GeV * cell_scale`` (the 3DGAN "xscale" preprocessing; the Conv2D model works in GeV).
     """
 
     latent_dim: int = 200
     energy_scale: float = 100.0
-    cell_scale: float = 100.0
+    cell_scale: float = 1.0
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> NetworkIO:

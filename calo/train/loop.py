@@ -26,7 +26,7 @@ from calo.config import TrainConfig, to_settings
 from calo.data import Showers, load_reference
 from calo.errors import CaloError
 from calo.model.discriminator import build_discriminator
-from calo.model.generator import build_generator
+from calo.model.generator import OutputActivation, build_generator, with_output
 from calo.model.io import NetworkIO
 from calo.model.weights import load_weights
 from calo.paths import atomic_path, resolve
@@ -127,7 +127,7 @@ def _build_networks(settings: TrainConfig, steps_per_epoch: int) -> _Networks:
     batch they are given for to the global batch (which replicas share)."""
     recipe = settings.train
     scale = recipe.batch_size / recipe.lr_batch_size
-    generator = build_generator(settings.model)
+    generator = build_generator(settings.model, "linear")
     discriminator = build_discriminator(settings.model)
     g_optimizer = _optimizer(recipe.generator_lr * scale,
                              steps_per_epoch * recipe.generator_steps, recipe.lr_decay_per_epoch)
@@ -142,7 +142,7 @@ def _fingerprint(settings: TrainConfig) -> str:
     """What a checkpoint must agree with to be resumed: model, data and recipe, not budgets."""
     recipe = dataclasses.asdict(settings.train)
     for key in ("epochs", "max_steps", "max_minutes", "resume", "checkpoint_every",
-                "checkpoint_root", "log_every", "register_name", "strategy"):
+                "checkpoint_root", "log_every", "register_name", "strategy", "validate_every"):
         recipe.pop(key)
     model = {k: v for k, v in dataclasses.asdict(settings.model).items()
              if k not in ("weights", "discriminator_weights")}
@@ -174,8 +174,9 @@ def _initial_state(settings: TrainConfig, networks: _Networks, folder: Path) -> 
     return TrainState(fingerprint=fingerprint)
 
 
-def _steps(networks: _Networks, recipe, strategy):
-    common = (networks.generator, networks.discriminator, networks.g_optimizer,
+def _steps(networks: _Networks, recipe, strategy, output: OutputActivation):
+    """The backend's update steps, training the generator with the given output activation."""
+    common = (with_output(networks.generator, output), networks.discriminator, networks.g_optimizer,
               networks.d_optimizer, recipe.loss_weights, recipe.batch_size)
     if keras.backend.backend() == "jax":
         from calo.train.steps_jax import JaxSteps
@@ -205,10 +206,13 @@ class _Loop:
         self.tracker, self.chief = tracker, chief
         self.train_set = train_set
         self.io = NetworkIO.from_config(settings.model)
-        self.steps = _steps(networks, self.recipe, strategy)
+        self.strategy = strategy
+        self.steps_per_epoch = len(train_set) // self.recipe.batch_size
+        self.validate_every = self.recipe.validate_every or self.steps_per_epoch
+        self.output = self._output_at(state.step)
+        self.steps = _steps(networks, self.recipe, strategy, self.output)
         self.validator = Validator(validation_set, self.io, settings.model.latent_distribution,
                                    settings.physics, settings.seed)
-        self.steps_per_epoch = len(train_set) // self.recipe.batch_size
         total = self.recipe.epochs * self.steps_per_epoch
         self.total_steps = min(total, self.recipe.max_steps or total)
         self._epoch_order: tuple[int, np.ndarray] | None = None
@@ -228,8 +232,8 @@ class _Loop:
                 self.tracker.log_metrics(losses, step=step)
             if self.chief and step % 100 == 0:
                 self._history({"step": step, "seconds": time.perf_counter() - started, **losses})
-            if (step + 1) % self.steps_per_epoch == 0:
-                self._validate(epoch=(step + 1) // self.steps_per_epoch - 1)
+            if (step + 1) % self.validate_every == 0:
+                self._validate(epoch=(step + 1) // self.validate_every - 1)
             if self._over_budget(started):
                 log.info("stopping at step %d: train.max_minutes reached", self.state.step)
                 break
@@ -238,6 +242,22 @@ class _Loop:
         bar.close()
         self._checkpoint()
         return self._finish(start_step, time.perf_counter() - started)
+
+    def _output_at(self, step: int) -> OutputActivation:
+        """Linear output for the first ``train.relu_epoch`` epochs, ReLU after (public recipe)."""
+        return "linear" if step // self.steps_per_epoch < self.recipe.relu_epoch else "relu"
+
+    def _switch_output(self, step: int) -> None:
+        output = self._output_at(step)
+        if output != self.output:
+            self.steps.sync_models()
+            self.output = output
+            self.steps = _steps(self.networks, self.recipe, self.strategy, output)
+            log.info("step %d: the generator's output is now %s", step, output)
+
+    def _generate(self, network_input: np.ndarray) -> np.ndarray:
+        """Showers as the inference generator makes them: always through the ReLU."""
+        return np.maximum(self.steps.generate(network_input), 0.0)
 
     def _batch_indices(self, step: int) -> np.ndarray:
         epoch, index = divmod(step, self.steps_per_epoch)
@@ -249,6 +269,7 @@ class _Loop:
         return np.sort(self._epoch_order[1][index * size : (index + 1) * size])
 
     def _step(self, step: int) -> dict[str, float]:
+        self._switch_output(step)
         indices = self._batch_indices(step)
         batch = make_batch(self.train_set.ecal[indices], self.train_set.energy[indices],
                            self.io, self.recipe,
@@ -273,7 +294,7 @@ class _Loop:
         if not self.chief:
             return
         self.steps.sync_models()
-        score, metrics, result = self.validator(self.steps.generate)
+        score, metrics, result = self.validator(self._generate)
         metrics["train/val_score"] = score
         self.tracker.log_metrics(metrics, step=epoch)
         self._history({"epoch": epoch, "step": self.state.step, **metrics})

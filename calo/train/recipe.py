@@ -9,12 +9,13 @@ sample     real/fake                       AUX (Ep / energy_scale)  ECAL (networ
 =========  ==============================  ======================  ==========================
 real       real_label (smoothed), flipped  the shower's Ep          the shower's sum
 fake       0, flipped                      the sampled Ep           Ep x sampling-fraction fit
-generator  1                               the sampled Ep           Ep x sampling-fraction fit
+generator  real_label, flipped             the sampled Ep           Ep x sampling-fraction fit
 =========  ==============================  ======================  ==========================
 
 Losses: binary cross-entropy, MAPE(AUX), MAPE(ECAL), weighted by ``loss_weights``; each summed
 over the replica's examples and divided by the GLOBAL batch, so gradients summed across
-replicas equal the single-device ones.
+replicas equal the single-device ones. Real cells below ``CELL_FLOOR`` GeV are set to zero, as the
+public code does ("unphysical values").
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from calo.model.io import NetworkIO, sample_latent
 __all__ = ["GanBatch", "LOSS_PARTS", "Targets", "loss_metrics", "make_batch", "weighted_loss"]
 
 LOSS_PARTS = ("bce", "aux", "ecal")
+CELL_FLOOR = 1e-6  # GeV
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,8 @@ def make_batch(
     fake_ecal = _column(fake_energy * sampling_fraction_fit(fake_energy) * io.cell_scale)
     flip_real = rng.uniform(size=size) < settings.label_flip
     flip_fake = rng.uniform(size=size) < settings.label_flip
-    real_images = ecal_gev * np.float32(io.cell_scale)
+    flip_generator = rng.uniform(size=size) < settings.label_flip
+    real_images = np.where(ecal_gev < CELL_FLOOR, 0.0, ecal_gev * io.cell_scale).astype(np.float32)
     return GanBatch(
         real_images=real_images,
         real=Targets(
@@ -91,7 +94,7 @@ def make_batch(
             ecal=fake_ecal,
         ),
         generator=Targets(
-            label=np.ones((size, 1), np.float32),
+            label=_column(np.where(flip_generator, 0.0, settings.real_label)),
             aux=_column(fake_energy / io.energy_scale),
             ecal=fake_ecal,
         ),
