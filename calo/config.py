@@ -417,6 +417,13 @@ class TrainSettings:
                     "validation_showers"):
             value = getattr(self, key)
             _require(value > 0, f"train.{key} must be positive, got {value}")
+        # A zero budget is no budget: max_steps=0 used to train every epoch (0 is falsy).
+        _require(self.max_steps is None or self.max_steps > 0,
+                 f"train.max_steps must be a positive number of steps (or null: as many as "
+                 f"train.epochs make), got {self.max_steps}")
+        _require(self.max_minutes is None or self.max_minutes > 0,
+                 f"train.max_minutes must be a positive number of minutes (or null: no time "
+                 f"limit), got {self.max_minutes}")
         _require(0.0 < self.validation_fraction < 1.0,
                  f"train.validation_fraction must be in (0, 1), got {self.validation_fraction}")
         _require(len(self.loss_weights) == 3,

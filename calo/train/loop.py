@@ -32,7 +32,15 @@ from calo.model.weights import load_weights
 from calo.paths import atomic_path, resolve
 from calo.physics import ValidationResult
 from calo.tracking import Tracker, tracked_run
-from calo.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from calo.train.checkpoint import (
+    TrainState,
+    UnreadableCheckpoint,
+    checkpoints,
+    latest_checkpoint,
+    load_checkpoint,
+    new_training_id,
+    save_checkpoint,
+)
 from calo.train.distribute import is_chief, make_strategy, synchronize_batch_norm
 from calo.train.recipe import make_batch
 from calo.train.validation import Validator
@@ -63,8 +71,10 @@ def train(cfg: DictConfig) -> TrainResult:
     _apply_hardware(settings)
     strategy = make_strategy(recipe.strategy)
     chief = is_chief()
-    train_set, validation_set = _split(load_reference(settings.data), recipe)
     folder = resolve(recipe.checkpoint_root) / recipe.name
+    if not _resuming(recipe.resume):
+        _refuse_used_folder(folder)  # before minutes of data and network building
+    train_set, validation_set = _split(load_reference(settings.data), recipe)
     replicas = strategy.num_replicas_in_sync if strategy else 1
     if recipe.batch_size % replicas:
         raise CaloError(f"train.batch_size={recipe.batch_size} does not split evenly between "
@@ -155,23 +165,63 @@ def _fingerprint(settings: TrainConfig) -> str:
 def _initial_state(settings: TrainConfig, networks: _Networks, folder: Path) -> TrainState:
     fingerprint = _fingerprint(settings)
     resume = settings.train.resume
-    if resume and resume.lower() not in ("false", "none", "no"):
-        path = latest_checkpoint(folder) if resume.lower() in ("true", "latest", "yes") \
-            else resolve(resume)
-        if path is None:
-            raise CaloError(f"train.resume={resume}: no checkpoint in {folder} to resume from")
-        if not path.exists():
-            raise CaloError(f"train.resume={resume}: {path} does not exist")
-        state = load_checkpoint(path, networks.checkpointed(), fingerprint)
-        log.info("resuming from %s at step %d", path, state.step)
-        return state
+    if _resuming(resume):
+        return _resumed_state(resume, networks, folder, fingerprint)
     for location, model, what in ((settings.model.weights, networks.generator, "generator"),
                                   (settings.model.discriminator_weights,
                                    networks.discriminator, "discriminator")):
         if location:
             load_weights(model, location, what)
             log.info("starting the %s from %s", what, location)
-    return TrainState(fingerprint=fingerprint)
+    return TrainState(fingerprint=fingerprint, training_id=new_training_id())
+
+
+def _resuming(resume: str | None) -> bool:
+    return bool(resume) and resume.lower() not in ("false", "none", "no")
+
+
+def _resumed_state(resume: str, networks: _Networks, folder: Path,
+                   fingerprint: str) -> TrainState:
+    """The state of the checkpoint ``train.resume`` names (``true``: the folder's latest),
+    with its variables loaded into the networks and optimizers."""
+    latest = resume.lower() in ("true", "latest", "yes")
+    path = latest_checkpoint(folder) if latest else resolve(resume)
+    if path is None:
+        raise CaloError(f"train.resume={resume}: no checkpoint in {folder} to resume from")
+    if not path.exists():
+        raise CaloError(f"train.resume={resume}: {path} does not exist")
+    try:
+        state = load_checkpoint(path, networks.checkpointed(), fingerprint)
+    except UnreadableCheckpoint as error:
+        earlier = checkpoints(folder)[-2:-1] if latest else []
+        hint = (f"resume from the one before with train.resume={earlier[0]}" if earlier
+                else "give another with train.resume=<path>")
+        raise CaloError(f"{error}: {hint}, or start a new training under another "
+                        "train.name") from error
+    if state.training_id is None:  # written before checkpoints named their training
+        state.training_id = new_training_id()
+        log.info("%s names no training: continuing it as training %s (its older checkpoints "
+                 "are kept, not pruned)", path, state.training_id)
+    log.info("resuming from %s at step %d", path, state.step)
+    return state
+
+
+def _refuse_used_folder(folder: Path) -> None:
+    """A new training never writes into another one's folder: pruning by step would delete its
+    own checkpoints in favour of the old training's later ones, train.resume=true would continue
+    the old training, its history would be appended to the old one and the old best weights
+    published as its own."""
+    latest = latest_checkpoint(folder)
+    if latest is not None:
+        raise CaloError(f"{folder} already holds the checkpoints of a training (latest "
+                        f"{latest.name}): continue that training with train.resume=true, or "
+                        "start a new one under another train.name")
+    outputs = [name for name in ("history.jsonl", BEST_GENERATOR, LAST_GENERATOR)
+               if (folder / name).exists()]
+    if outputs:
+        raise CaloError(f"{folder} holds the output of an earlier training ({', '.join(outputs)}) "
+                        "but no checkpoint to resume: start the new training under another "
+                        "train.name, or remove that folder")
 
 
 def _steps(networks: _Networks, recipe, strategy, output: OutputActivation):
