@@ -17,11 +17,18 @@ from omegaconf import DictConfig, open_dict
 from calo.config import ModelConfig
 from calo.data import Showers, simulate_reference
 from calo.paths import CONFIG_DIR
+from calo.precision.inc import has_int8_kernels
 
 # The benchmark (worker processes, seconds of timing) runs only in the tests that ask for it.
 TINY = ["model=tiny", "data.n_showers=200", "batch_size=50", "bench.enabled=false"]
 # The tiny generator built directly, without composing a run.
 TINY_MODEL = ModelConfig(name="tiny", path_filters=[4, 8, 8, 8, 8, 8, 4, 4])
+# Neural Compressor's int8 graphs run on TensorFlow's oneDNN int8 kernels, which need AVX-512:
+# on an AVX2-only CPU calo refuses int8_inc (calo.precision.inc.require_int8), so the tests that
+# build or run one are skipped there, saying why.
+needs_int8_kernels = pytest.mark.skipif(
+    not has_int8_kernels(), reason="this CPU has no AVX-512: TensorFlow's oneDNN int8 kernels "
+    "(precision=int8_inc and its search) cannot run here")
 
 
 @pytest.fixture(scope="session")

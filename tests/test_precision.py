@@ -26,16 +26,17 @@ from calo.precision.inc import BF16_FLAGS, build_inc_engine, require_bf16
 from calo.precision.profile import op_breakdown
 from calo.precision.rewrite import inference_graph
 
-from .conftest import TINY_MODEL
+from .conftest import TINY_MODEL, needs_int8_kernels
 from .test_precision_rewrite import randomize_batchnorm
 
 TOLERANCE = {"fp32": 1e-5, "fp16_tflite": 0.01, "bf16_inc": 0.03, "int8_inc": 0.08,
              "int8_tflite": 0.08}
 BATCH = 16
 HAS_BF16 = any(detect_machine().has(flag) for flag in BF16_FLAGS)
-BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(
-    b is Backend.bf16_inc and not HAS_BF16, reason="this CPU has no bf16 arithmetic"))
-    for b in Backend]
+BACKENDS = [pytest.param(b, marks=[
+    pytest.mark.skipif(b is Backend.bf16_inc and not HAS_BF16,
+                       reason="this CPU has no bf16 arithmetic"),
+    *([needs_int8_kernels] if b is Backend.int8_inc else [])]) for b in Backend]
 
 
 def precision(backend: Backend, **changes) -> PrecisionConfig:
@@ -101,7 +102,8 @@ def test_saved_engine_loads_back_the_same(engines, generator, io, network_input,
 
 
 @pytest.mark.parametrize(("backend", "dtype"), [(Backend.fp32, "float32"),
-                                                (Backend.int8_inc, "qint8"),
+                                                pytest.param(Backend.int8_inc, "qint8",
+                                                             marks=needs_int8_kernels),
                                                 (Backend.int8_tflite, "int8"),
                                                 (Backend.fp16_tflite, "float16")])
 def test_nodes_name_their_dtypes(engines, generator, io, backend, dtype) -> None:
@@ -110,6 +112,7 @@ def test_nodes_name_their_dtypes(engines, generator, io, backend, dtype) -> None
     assert all(node.name and node.op for node in nodes)
 
 
+@needs_int8_kernels
 def test_int8_engine_is_smaller_and_reports_quantized_nodes(engines, generator, io,
                                                             tmp_path: Path) -> None:
     fp32 = engine_for(engines, generator, io, Backend.fp32)
@@ -121,6 +124,7 @@ def test_int8_engine_is_smaller_and_reports_quantized_nodes(engines, generator, 
     assert int8.memory_bytes() < 0.5 * fp32.memory_bytes()
 
 
+@needs_int8_kernels
 def test_keep_fp32_keeps_the_named_nodes(generator, io, network_input) -> None:
     engine = build_engine(generator, io, precision(Backend.int8_inc,
                                                    keep_fp32=["combine_conv", "xy[0-9]_conv"]))
@@ -131,6 +135,7 @@ def test_keep_fp32_keeps_the_named_nodes(generator, io, network_input) -> None:
     assert engine.counts()["fp32_nodes"] == 1 + 1 + 9  # concat, combine_conv, the xy path
 
 
+@needs_int8_kernels
 def test_unknown_keep_fp32_name_lists_the_valid_ones(generator, io) -> None:
     with pytest.raises(CaloError, match=r"'no_such_layer' matches no quantizable node; valid "
                                         r"names: seed_dense, xy0_conv") as error:
@@ -184,11 +189,21 @@ def test_bf16_on_a_cpu_without_it_is_a_clear_error(monkeypatch) -> None:
         require_bf16()
 
 
+def test_int8_on_a_cpu_without_avx512_is_a_clear_error(monkeypatch, generator, io) -> None:
+    bare = Machine("AMD EPYC", (0, 1), ("avx2",))
+    monkeypatch.setattr("calo.precision.inc.detect_machine", lambda: bare)
+    with pytest.raises(CaloError, match=r"precision=int8_inc needs a CPU with AVX-512 .*; this "
+                                        r"CPU \(AMD EPYC, avx2\) has none: use "
+                                        r"precision=int8_tflite or fp32"):
+        build_engine(generator, io, precision(Backend.int8_inc))
+
+
 def corrupt(folder: Path, name: str, content: bytes) -> None:
     (folder / name).write_bytes(content)
 
 
-@pytest.mark.parametrize(("backend", "model_file"), [(Backend.int8_inc, "model.pb"),
+@pytest.mark.parametrize(("backend", "model_file"), [pytest.param(Backend.int8_inc, "model.pb",
+                                                                  marks=needs_int8_kernels),
                                                      (Backend.int8_tflite, "model.tflite")])
 def test_missing_or_corrupt_engine_folder_is_a_clear_error(engines, generator, io, backend,
                                                            model_file, tmp_path: Path) -> None:
@@ -212,6 +227,7 @@ def test_missing_or_corrupt_engine_folder_is_a_clear_error(engines, generator, i
         load_engine(folder)
 
 
+@needs_int8_kernels
 def test_op_breakdown_shows_where_int8_time_goes(engines, generator, io) -> None:
     breakdown = op_breakdown(engine_for(engines, generator, io, Backend.int8_inc), batch_size=4,
                              repeats=1)
@@ -243,6 +259,7 @@ def test_full_size_int8_engine_quantizes_every_convolution(tmp_path: Path) -> No
     assert relative_error(int8.predict(network_input), expected) <= TOLERANCE["int8_inc"]
 
 
+@needs_int8_kernels
 def test_run_logs_the_int8_engine_its_quantization_and_profile(compose_run, store: Path) -> None:
     import mlflow
 

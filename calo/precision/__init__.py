@@ -24,7 +24,7 @@ from calo.errors import CaloError
 from calo.model.io import NetworkIO
 from calo.precision.engine import Engine, NodeInfo, folder_size, read_engine_file
 
-__all__ = ["Engine", "NodeInfo", "build_engine", "folder_size", "load_engine"]
+__all__ = ["Engine", "NodeInfo", "build_engine", "folder_size", "load_engine", "require_cpu_for"]
 
 
 def build_engine(generator, io: NetworkIO, cfg: PrecisionConfig, batch_size: int | None = None,
@@ -38,10 +38,7 @@ def build_engine(generator, io: NetworkIO, cfg: PrecisionConfig, batch_size: int
 
     if cfg.backend is Backend.fp32:
         return FP32Engine.from_keras(generator, io, cfg.rewrite)
-    if cfg.backend is Backend.bf16_inc:
-        from calo.precision.inc import require_bf16
-
-        require_bf16()
+    require_cpu_for(cfg.backend.value)
     graph = inference_graph(generator, cfg.rewrite)
     # Only the backends that calibrate get inputs (bf16_inc too: Neural Compressor's static
     # quantization runs its calibration dataloader for bf16 as well); fp16_tflite gets None.
@@ -56,6 +53,14 @@ def build_engine(generator, io: NetworkIO, cfg: PrecisionConfig, batch_size: int
 
     kind = "int8" if cfg.backend is Backend.int8_tflite else "fp16"
     return build_tflite_engine(graph, io, kind, batch_size or cfg.fixed_batch_size, calibration)
+
+
+def require_cpu_for(backend: str) -> None:
+    """A one-line error when this CPU cannot run ``backend``'s kernels."""
+    if backend in ("int8_inc", "bf16_inc"):
+        from calo.precision.inc import require_bf16, require_int8
+
+        (require_int8 if backend == "int8_inc" else require_bf16)()
 
 
 def _engine_class(backend: str, folder: Path) -> type[Engine]:
@@ -78,4 +83,6 @@ def load_engine(folder: str | Path) -> Engine:
     """A saved engine; only its model graph is loaded, no code from the folder runs."""
     folder = Path(folder)
     meta = read_engine_file(folder)
-    return _engine_class(meta["backend"], folder).load(folder, meta)
+    engine_class = _engine_class(meta["backend"], folder)
+    require_cpu_for(meta["backend"])
+    return engine_class.load(folder, meta)

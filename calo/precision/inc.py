@@ -29,13 +29,14 @@ from calo.precision.frozen import GraphEngine, freeze_graph
 from calo.precision.graph import Graph
 
 __all__ = ["BF16Engine", "INT8Engine", "build_inc_engine", "neural_compressor_session",
-           "layer_name", "quantizable_nodes", "quantization_config", "require_bf16",
-           "resolve_keep_fp32"]
+           "has_int8_kernels", "layer_name", "quantizable_nodes", "quantization_config",
+           "require_bf16", "require_int8", "resolve_keep_fp32"]
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_BATCH = 64
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+INT8_FLAGS = ("avx512f",)
 # Quantized op types of a Neural Compressor graph -> the fp32 op they replace.
 _QUANTIZED_OP = re.compile(r"Quantized(Conv2D|MatMul|DepthwiseConv2D|ConcatV2|MaxPool|AvgPool)")
 
@@ -60,6 +61,23 @@ def require_bf16() -> None:
     if not any(machine.has(flag) for flag in BF16_FLAGS):
         raise CaloError(f"precision=bf16_inc needs a CPU with AVX512_BF16 or AMX-BF16; this CPU "
                         f"({machine.cpu_model}) has neither: use precision=int8_inc or fp32")
+
+
+def has_int8_kernels() -> bool:
+    """Whether TensorFlow's oneDNN int8 kernels run here. They need AVX-512: on an AVX2-only
+    CPU the quantized convolutions and matmuls of a Neural Compressor graph return no output
+    ("Missing 0-th output from ..._eightbit_requantize", neural-compressor issue #17)."""
+    return any(detect_machine().has(flag) for flag in INT8_FLAGS)
+
+
+def require_int8() -> None:
+    """A one-line error where Neural Compressor's int8 graph cannot run."""
+    if not has_int8_kernels():
+        machine = detect_machine()
+        raise CaloError(f"precision=int8_inc needs a CPU with AVX-512 (TensorFlow's oneDNN int8 "
+                        f"kernels); this CPU ({machine.cpu_model}, "
+                        f"{', '.join(machine.isa) or 'no AVX'}) has none: use "
+                        "precision=int8_tflite or fp32")
 
 
 def layer_name(node_name: str) -> str:
