@@ -69,6 +69,9 @@ class ModelConfig:
     cell_scale: float = 1.0  # the network works in GeV * cell_scale (the Conv2D code: GeV)
     weights: str | None = None  # generator .weights.h5 (path or models:/name/version)
     discriminator_weights: str | None = None
+    # models:/ and runs:/ weights through MLflow's own loader, which may unpickle and import
+    # code from the store: only for a store you trust (calo.tracking.registry)
+    trust_mlflow_loader: bool = False
 
     def __post_init__(self) -> None:
         _require(self.latent_dim > 0, f"model.latent_dim must be positive, got {self.latent_dim}")
@@ -406,6 +409,7 @@ class TrainSettings:
     validation_showers: int = 1000
     validate_every: int | None = None  # steps between validations (None: once per epoch)
     checkpoint_every: int = 100  # steps
+    checkpoint_minutes: float = 15.0  # and at least this often (wall time)
     checkpoint_root: str = "checkpoints"
     resume: str | None = None  # "true"/"latest" or a checkpoint path
     strategy: Strategy = Strategy.default

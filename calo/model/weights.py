@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
+from pathlib import Path
 
 import h5py
 import keras
@@ -13,20 +15,28 @@ from calo.config import ModelConfig
 from calo.errors import CaloError, one_line
 from calo.model.generator import build_generator
 from calo.paths import resolve
-from calo.tracking.registry import is_registry_uri, load_registered_weights
+from calo.tracking.registry import is_registry_uri, load_with_mlflow, registered_weights_file
 
 __all__ = ["load_generator", "load_weights"]
 
 log = logging.getLogger(__name__)
 
 
-def load_weights(model: keras.Model, location: str, what: str) -> None:
+def load_weights(model: keras.Model, location: str, what: str,
+                 trust_mlflow_loader: bool = False) -> None:
     """Load ``location`` (a ``.weights.h5`` file, or ``models:/<name>/<version>`` from the MLflow
-    registry) into ``model``, or raise a CaloError naming the file and the problem."""
-    if is_registry_uri(location):
-        load_registered_weights(location, model)
-        return
-    path = resolve(location)
+    registry, read as weights only unless ``trust_mlflow_loader``) into ``model``, or raise a
+    CaloError naming the file and the problem."""
+    if not is_registry_uri(location):
+        _load_file(model, resolve(location), what)
+    elif trust_mlflow_loader:
+        load_with_mlflow(location, model)
+    else:
+        with tempfile.TemporaryDirectory(prefix="calo-registry-") as workdir:
+            _load_file(model, registered_weights_file(location, Path(workdir)), what)
+
+
+def _load_file(model: keras.Model, path: Path, what: str) -> None:
     if not path.exists():
         raise CaloError(f"{what} weights not found at {path}: check model.weights")
     if not path.name.endswith(".weights.h5"):
@@ -67,5 +77,5 @@ def load_generator(cfg: ModelConfig) -> tuple[keras.Model, bool]:
         log.warning("model=%s has no generator weights: using a freshly initialised generator "
                     "(its showers are noise, not physics)", cfg.name)
         return generator, False
-    load_weights(generator, cfg.weights, "generator")
+    load_weights(generator, cfg.weights, "generator", cfg.trust_mlflow_loader)
     return generator, True

@@ -13,10 +13,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from calo.cli import terminate_as_interrupt
 from calo.config import TrackingConfig
 from calo.errors import one_line
 from calo.hw import detect_machine
 from calo.paths import PROJECT_ROOT
+from calo.tracking.owner import Heartbeat, owner_tags
 from calo.tracking.store import configure_store
 from calo.tracking.sweep import sweep_job_tags
 
@@ -133,14 +135,26 @@ class Tracker:
     def log_keras_model(self, model: Any, name: str, input_example: Any,
                         registered_name: str | None = None) -> str:
         """Log a Keras model as an MLflow model (with signature and input example) and
-        register it under ``registered_name``; returns its model URI."""
+        register it under ``registered_name``; returns its model URI.
+
+        MLflow pickles Keras' global custom objects beside the model
+        (``global_custom_objects.cloudpickle``) whenever any are registered, as calo's EcalSum
+        layer is; the generator needs none, and a registered model that holds a pickle is
+        refused on loading (calo.tracking.registry), so they are hidden while it is logged."""
+        import keras
         import mlflow
         from mlflow.models import infer_signature
 
         signature = infer_signature(input_example, model.predict(input_example, verbose=0))
-        info = mlflow.tensorflow.log_model(model, name=name, signature=signature,
-                                           input_example=input_example,
-                                           registered_model_name=registered_name)
+        registered = keras.saving.get_custom_objects()
+        hidden = dict(registered)
+        registered.clear()
+        try:
+            info = mlflow.tensorflow.log_model(model, name=name, signature=signature,
+                                               input_example=input_example,
+                                               registered_model_name=registered_name)
+        finally:
+            registered.update(hidden)
         return info.model_uri
 
 
@@ -159,7 +173,10 @@ def tracked_run(
     multirun becomes a child of its sweep's parent run (calo.tracking.sweep).
 
     ``resume_run_id`` continues an earlier run (its params are already there and immutable).
-    With tracking off, the tracker records nothing.
+    With tracking off, the tracker records nothing. SIGTERM ends the run KILLED, as Ctrl-C
+    does; the run records its owner process and a heartbeat, so that a run whose process was
+    killed outright is marked KILLED by the next one to open the store
+    (:mod:`calo.tracking.owner`).
     """
     if not tracking.enabled:
         yield Tracker(None)
@@ -167,25 +184,28 @@ def tracked_run(
     import mlflow
 
     experiment_id = configure_store(tracking)
-    run = mlflow.start_run(run_id=resume_run_id, experiment_id=experiment_id,
-                           run_name=None if resume_run_id else tracking.run_name or run_name)
-    tracker = Tracker(run.info.run_id)
-    status = "FAILED"
-    try:
-        tracker.set_tags({**detect_machine().as_tags(), **git_tags(), **hydra_tags(),
-                          **sweep_job_tags(tracking), **(tags or {})})
-        if resume_run_id is None:
-            container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-            tracker.log_params(flatten(container))
-        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        log.info("MLflow run %s in %s", run.info.run_id, mlflow.get_tracking_uri())
-        yield tracker
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except BaseException as error:
-        mlflow.set_tag("error", one_line(error, 5000))
-        raise
-    finally:
-        mlflow.end_run(status=status)
+    with terminate_as_interrupt():
+        run = mlflow.start_run(run_id=resume_run_id, experiment_id=experiment_id,
+                               run_name=None if resume_run_id else tracking.run_name or run_name,
+                               tags=owner_tags())
+        tracker = Tracker(run.info.run_id)
+        status = "FAILED"
+        try:
+            with Heartbeat(mlflow.MlflowClient(), run.info.run_id):
+                tracker.set_tags({**owner_tags(), **detect_machine().as_tags(), **git_tags(),
+                                  **hydra_tags(), **sweep_job_tags(tracking), **(tags or {})})
+                if resume_run_id is None:
+                    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+                    tracker.log_params(flatten(container))
+                tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+                log.info("MLflow run %s in %s", run.info.run_id, mlflow.get_tracking_uri())
+                yield tracker
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        except BaseException as error:
+            mlflow.set_tag("error", one_line(error, 5000))
+            raise
+        finally:
+            mlflow.end_run(status=status)
