@@ -24,10 +24,11 @@ from calo.run import run
 from calo.search.export import save_study_option
 from calo.search.study import SPACE_ATTR, open_storage
 
-from .conftest import TINY
+from .conftest import TINY, needs_int8_kernels
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*binned physics metrics will be noisy",
-                                        "ignore::optuna.exceptions.ExperimentalWarning")
+pytestmark = [needs_int8_kernels,
+              pytest.mark.filterwarnings("ignore:.*binned physics metrics will be noisy",
+                                         "ignore::optuna.exceptions.ExperimentalWarning")]
 
 # One short timed round per trial; no comparisons unless a test asks for them.
 QUICK = ["precision=int8_inc_search", "precision.calibration_size=32", "search.n_showers=64",
@@ -189,3 +190,27 @@ def test_an_unreachable_storage_is_a_one_line_error(tmp_path: Path, store: Path)
     assert ("error: cannot open the Optuna storage postgresql://calo:***@127.0.0.1:1/studies"
             in output)
     assert "Traceback" not in output and "secret" not in output
+
+
+def test_the_plain_baseline_is_measured_before_the_summary(compose_run, store: Path,
+                                                           monkeypatch) -> None:
+    """A worker killed in the plain int8_inc trial leaves it failed and its retry queued behind
+    the other trials: the study must still measure plain int8_inc before it is summarised."""
+    from calo.search import runner
+
+    measure = runner._measure_trial
+    failed: list[int] = []
+
+    def killed_once(state, trial, patterns):
+        if not patterns and not failed:
+            failed.append(trial.number)
+            raise RuntimeError("worker killed")
+        return measure(state, trial, patterns)
+
+    monkeypatch.setattr(runner, "_measure_trial", killed_once)
+    run(compose_run(*TINY, *QUICK, "search.n_trials=2", "search.max_failure_rate=0.5"))
+    study = load(store)
+    assert failed == [0] and study.trials[0].state is TrialState.FAIL
+    plain = [t for t in study.get_trials(states=(TrialState.COMPLETE,))
+             if t.user_attrs["keep_fp32"] == []]
+    assert len(plain) == 1 and plain[0].user_attrs["mlflow_run_id"]

@@ -11,17 +11,13 @@ share one study and one parent run, and a rerun resumes both.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
 import platform
-import signal
 import tempfile
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -31,6 +27,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from calo.cli import terminate_as_interrupt
 from calo.config import PrecisionConfig, RunConfig, SearchMode
 from calo.errors import CaloError, one_line
 from calo.hw import apply_topology, resolve_topology
@@ -54,6 +51,7 @@ from calo.search.study import (
 )
 from calo.search.summary import Selection, TrialRow, summarize, table_rows
 from calo.tracking import Tracker, tracked_run
+from calo.tracking.store import repair_runs
 from calo.tracking.sweep import PARENT_TAG
 
 __all__ = ["run_search"]
@@ -98,27 +96,9 @@ class _Search:
                 OmegaConf.merge(self.cfg, {"precision": values}))
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler's stop, kill) ends the search as Ctrl-C does: the running trial
-    marked failed, the summary recorded, the parent run KILLED."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_search(cfg: DictConfig, settings: RunConfig) -> str | None:
     """The search job; returns the parent MLflow run ID (None with tracking off)."""
-    with _terminate_as_interrupt():
+    with terminate_as_interrupt():
         return _run_search(cfg, settings)
 
 
@@ -141,10 +121,13 @@ def _run_search(cfg: DictConfig, settings: RunConfig) -> str | None:
         others: dict[str, dict[str, float]] = {}
         try:
             _optimize(state)
+            _ensure_baseline(state)
             if count(state.study, TrialState.COMPLETE) >= settings.search.n_trials:
                 others = _comparison_stage(state)
         except BaseException as error:  # recorded on the parent run below, then raised
             failure = error
+        if settings.tracking.enabled:  # a killed worker's trial run ends KILLED, not RUNNING
+            repair_runs(settings.tracking)
         with tracked_run(cfg, settings.tracking, resume_run_id=state.parent_id) as parent:
             _summary_stage(state, parent, others, complete=failure is None)
             if failure is not None:
@@ -159,11 +142,13 @@ def _open_search(cfg: DictConfig, settings: RunConfig) -> _Search:
     import keras
 
     from calo.model.weights import load_generator
+    from calo.precision import require_cpu_for
     from calo.precision.frozen import freeze_graph
     from calo.precision.inc import quantizable_nodes
     from calo.precision.rewrite import inference_graph
 
     search = settings.search
+    require_cpu_for(settings.precision.backend.value)
     keras.utils.set_random_seed(settings.seed)  # an untrained generator: the same in every process
     generator, trained = load_generator(settings.model)
     graph_def, _, _ = freeze_graph(inference_graph(generator, settings.precision.rewrite))
@@ -258,6 +243,28 @@ def _optimize(state: _Search) -> None:
                         f"search.max_failure_rate={search.max_failure_rate} of "
                         f"search.n_trials={search.n_trials} allows; last error: "
                         f"{budget.last_error}")
+
+
+def _ensure_baseline(state: _Search) -> None:
+    """Measure plain int8_inc now if the study has no completed trial of it: the speed condition
+    and the comparisons are relative to it. A worker killed during that trial leaves it failed,
+    and Optuna's retry waits behind every other waiting trial, so it may never have run."""
+    plain = state.space.plain_params()
+    if any(trial.params == plain for trial in state.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE,))):
+        return
+    log.info("study %s has no completed plain int8_inc trial: measuring it now", state.name)
+    fixed = optuna.trial.FixedTrial(plain, number=len(state.study.trials))
+    result = _trial(state, fixed)
+    values = [result] if isinstance(result, float) else list(result)
+    if any(math.isnan(value) for value in values):
+        raise CaloError(f"the plain int8_inc baseline of study {state.name} failed "
+                        f"({fixed.user_attrs.get('error', 'no error recorded')})")
+    distributions = {name: optuna.distributions.CategoricalDistribution([False, True])
+                     for name in plain}
+    state.study.add_trial(optuna.trial.create_trial(
+        params=plain, distributions=distributions, values=values,
+        user_attrs=fixed.user_attrs))
 
 
 def _trial(state: _Search, trial: optuna.Trial) -> float | list[float]:
