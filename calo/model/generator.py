@@ -9,7 +9,7 @@ A path is Conv2D 32 5x5, Conv2DTranspose 64 5x5 /3, Conv2D 64 5x5, Conv2DTranspo
 Conv2D 64 8x8, Conv2D 64 5x5 valid, Conv2D 32 4x4, Conv2D 32 3x3, Conv2D 25 2x2 valid; every
 convolution bias-free and followed by LeakyReLU -> BatchNorm -> Dropout. As in the public Conv2D
 code, the first convolution of a path keeps Keras' Glorot initialiser and every later one (and
-the combining convolution, bias-free too) starts from He-uniform.
+the combining convolution) starts from He-uniform.
 
 The output activation is ReLU for inference; training starts with a linear output and switches
 to ReLU at ``train.relu_epoch`` (the public recipe: a ReLU from the start leaves whole z layers,
@@ -89,7 +89,7 @@ def build_generator(cfg: ModelConfig, output: OutputActivation = "relu") -> kera
     cube = layers.Reshape((SEED_SIDE,) * 3, name="seed_cube")(cube)
     paths = [generator_path(cube, perm, cfg, name) for name, perm in PERMUTATIONS.items()]
     x = layers.Concatenate(name="paths")(paths)
-    x = layers.Conv2D(CELLS, 3, padding="same", use_bias=False, kernel_initializer="he_uniform",
+    x = layers.Conv2D(CELLS, 3, padding="same", kernel_initializer="he_uniform",
                       name="combine_conv")(x)
     showers = layers.ReLU(name="showers")(x) if output == "relu" else x
     return keras.Model(latent, showers, name="generator")

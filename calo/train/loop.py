@@ -152,10 +152,11 @@ def _fingerprint(settings: TrainConfig) -> str:
     """What a checkpoint must agree with to be resumed: model, data and recipe, not budgets."""
     recipe = dataclasses.asdict(settings.train)
     for key in ("epochs", "max_steps", "max_minutes", "resume", "checkpoint_every",
-                "checkpoint_root", "log_every", "register_name", "strategy", "validate_every"):
+                "checkpoint_root", "log_every", "register_name", "strategy", "validate_every",
+                "checkpoint_minutes"):
         recipe.pop(key)
     model = {k: v for k, v in dataclasses.asdict(settings.model).items()
-             if k not in ("weights", "discriminator_weights")}
+             if k not in ("weights", "discriminator_weights", "trust_mlflow_loader")}
     data = {k: v for k, v in dataclasses.asdict(settings.data).items() if k != "cache_dir"}
     text = json.dumps({"model": model, "data": data, "recipe": recipe, "seed": settings.seed},
                       sort_keys=True, default=str)
@@ -171,7 +172,7 @@ def _initial_state(settings: TrainConfig, networks: _Networks, folder: Path) -> 
                                   (settings.model.discriminator_weights,
                                    networks.discriminator, "discriminator")):
         if location:
-            load_weights(model, location, what)
+            load_weights(model, location, what, settings.model.trust_mlflow_loader)
             log.info("starting the %s from %s", what, location)
     return TrainState(fingerprint=fingerprint, training_id=new_training_id())
 
@@ -258,6 +259,7 @@ class _Loop:
         self.io = NetworkIO.from_config(settings.model)
         self.strategy = strategy
         self.steps_per_epoch = len(train_set) // self.recipe.batch_size
+        self._last_checkpoint = time.monotonic()
         self.validate_every = self.recipe.validate_every or self.steps_per_epoch
         self.output = self._output_at(state.step)
         self.steps = _steps(networks, self.recipe, strategy, self.output)
@@ -287,11 +289,18 @@ class _Loop:
             if self._over_budget(started):
                 log.info("stopping at step %d: train.max_minutes reached", self.state.step)
                 break
-            if self.state.step % self.recipe.checkpoint_every == 0:
+            if self._checkpoint_due():
                 self._checkpoint()
         bar.close()
         self._checkpoint()
         return self._finish(start_step, time.perf_counter() - started)
+
+    def _checkpoint_due(self) -> bool:
+        """Every ``train.checkpoint_every`` steps, and at least every
+        ``train.checkpoint_minutes`` (a slow machine may take hours for the steps)."""
+        minutes = (time.monotonic() - self._last_checkpoint) / 60
+        return (self.state.step % self.recipe.checkpoint_every == 0
+                or minutes >= self.recipe.checkpoint_minutes)
 
     def _output_at(self, step: int) -> OutputActivation:
         """Linear output for the first ``train.relu_epoch`` epochs, ReLU after (public recipe)."""
@@ -380,6 +389,7 @@ class _Loop:
             return
         self.steps.sync_models()
         save_checkpoint(self.folder, self.networks.checkpointed(), self.state)
+        self._last_checkpoint = time.monotonic()
 
     def _finish(self, start_step: int, seconds: float) -> TrainResult:
         steps = self.state.step - start_step
