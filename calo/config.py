@@ -411,7 +411,7 @@ class TrainSettings:
     checkpoint_every: int = 100  # steps
     checkpoint_minutes: float = 15.0  # and at least this often (wall time)
     checkpoint_root: str = "checkpoints"
-    resume: str | None = None  # "true"/"latest" or a checkpoint path
+    resume: str | None = None  # "true"/"latest", "auto" (if a checkpoint exists), or a path
     strategy: Strategy = Strategy.default
     log_every: int = 1  # steps between loss logs to MLflow
     register_name: str | None = "calo-generator"  # MLflow model registry name

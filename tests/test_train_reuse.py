@@ -157,3 +157,13 @@ def test_corrupt_latest_checkpoint_ends_in_one_error_line(tmp_path: Path) -> Non
     assert f"{latest} is not a readable checkpoint" in errors[0]
     assert "train.resume=" + str(folder / "step-00000003.ckpt.npz") in errors[0]
     assert contents(folder) == before
+
+
+def test_resume_auto_starts_a_training_then_continues_it(compose_train) -> None:
+    """One prepared command (train.resume=auto) for the first run and every later one."""
+    first = train(compose_train("train.max_steps=2", "train.name=auto", "tracking=off",
+                                "train.resume=auto"))
+    assert first.steps == 2
+    second = train(compose_train("train.max_steps=4", "train.name=auto", "tracking=off",
+                                 "train.resume=auto"))
+    assert second.steps == 4 and second.folder == first.folder

@@ -72,6 +72,7 @@ def train(cfg: DictConfig) -> TrainResult:
     strategy = make_strategy(recipe.strategy)
     chief = is_chief()
     folder = resolve(recipe.checkpoint_root) / recipe.name
+    recipe.resume = _effective_resume(recipe.resume, folder)
     if not _resuming(recipe.resume):
         _refuse_used_folder(folder)  # before minutes of data and network building
     train_set, validation_set = _split(load_reference(settings.data), recipe)
@@ -175,6 +176,14 @@ def _initial_state(settings: TrainConfig, networks: _Networks, folder: Path) -> 
             load_weights(model, location, what, settings.model.trust_mlflow_loader)
             log.info("starting the %s from %s", what, location)
     return TrainState(fingerprint=fingerprint, training_id=new_training_id())
+
+
+def _effective_resume(resume: str | None, folder: Path) -> str | None:
+    """``auto``: continue the folder's training if it holds a checkpoint, else start it, so
+    that one prepared command serves a first run and every later one (a GPU lent for minutes)."""
+    if resume is not None and resume.lower() == "auto":
+        return "true" if latest_checkpoint(folder) is not None else None
+    return resume
 
 
 def _resuming(resume: str | None) -> bool:
