@@ -9,46 +9,21 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from calo.config import Backend, LatentDistribution, PrecisionConfig
+from calo.config import Backend, PrecisionConfig
 from calo.errors import CaloError
 from calo.hw import detect_machine
-from calo.model.generator import build_generator
-from calo.model.io import NetworkIO, sample_latent
 from calo.precision import Engine, build_engine, load_engine
 from calo.precision.fp32 import FP32Engine
 from calo.precision.inc import BF16_FLAGS
 
-from .conftest import TINY_MODEL
-from .test_precision_rewrite import randomize_batchnorm
+from .test_precision import BATCH, generator, io, network_input  # noqa: F401  (fixtures)
 
-BATCH = 16
 HAS_BF16 = any(detect_machine().has(flag) for flag in BF16_FLAGS)
 REFUSED = r"which no calo engine contains: refusing to load it \(re-create the engine with calo\)"
-
-
-@pytest.fixture(scope="module")
-def generator() -> keras.Model:
-    keras.utils.set_random_seed(5)
-    model = build_generator(TINY_MODEL)
-    randomize_batchnorm(model, seed=1)
-    return model
-
-
-@pytest.fixture(scope="module")
-def io() -> NetworkIO:
-    return NetworkIO()
-
-
-@pytest.fixture(scope="module")
-def network_input(io: NetworkIO) -> np.ndarray:
-    rng = np.random.default_rng(2)
-    latent = sample_latent(BATCH, io.latent_dim, LatentDistribution.normal, rng)
-    return io.network_input(latent, rng.uniform(100.0, 500.0, BATCH))
 
 
 @pytest.fixture(scope="module")
