@@ -174,3 +174,32 @@ def test_orphan_rules(store: Path) -> None:
     assert [run_id for run_id, _ in repair_orphaned_runs(client)] == [dead]
     statuses = {r: client.get_run(r).info.status for r in (alive, dead, untagged)}
     assert statuses == {alive: "RUNNING", dead: "KILLED", untagged: "RUNNING"}
+
+
+def test_a_registered_engine_loads_as_data_and_a_pickle_in_it_is_refused(store: Path,
+                                                                       tmp_path: Path) -> None:
+    from calo.config import Backend, PrecisionConfig
+    from calo.model.io import NetworkIO
+    from calo.precision import build_engine, load_engine
+    from calo.tracking import Tracker
+    from calo.tracking.engines import log_engine_model
+
+    io = NetworkIO()
+    engine = build_engine(build_generator(TINY_MODEL), io,
+                          PrecisionConfig(name="fp32", backend=Backend.fp32))
+    clean = engine.save(tmp_path / "clean")
+    dirty = engine.save(tmp_path / "dirty")
+    (dirty / "extra.pkl").write_bytes(b"\x80\x04N.")
+    example = np.zeros((2, io.latent_dim + 1), np.float32)
+    example[:, -1] = 200.0
+    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    mlflow.set_experiment("engines")
+    with mlflow.start_run() as run:
+        tracker = Tracker(run.info.run_id)
+        log_engine_model(tracker, clean, "clean", example, "engine-clean")
+        log_engine_model(tracker, dirty, "dirty", example, "engine-dirty")
+    loaded = load_engine("models:/engine-clean/1")
+    network_input = io.network_input(np.ones((2, io.latent_dim)), np.full(2, 200.0))
+    np.testing.assert_array_equal(loaded.predict(network_input), engine.predict(network_input))
+    with pytest.raises(CaloError, match=r"holds a pickle \(.*extra\.pkl\)"):
+        load_engine("models:/engine-dirty/1")

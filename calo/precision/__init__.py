@@ -17,6 +17,7 @@ same inputs (:mod:`calo.precision.calibration`).
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from calo.config import Backend, LatentDistribution, PrecisionConfig
@@ -80,7 +81,13 @@ def _engine_class(backend: str, folder: Path) -> type[Engine]:
 
 
 def load_engine(folder: str | Path) -> Engine:
-    """A saved engine; only its model graph is loaded, no code from the folder runs."""
+    """A saved engine (a folder, or ``models:/<name>/<version>`` of an engine the search
+    registered); only its model graph is loaded, no code from the folder or registry runs."""
+    from calo.tracking.registry import is_registry_uri, registered_engine_folder
+
+    if is_registry_uri(str(folder)):
+        with tempfile.TemporaryDirectory(prefix="calo-engine-") as workdir:
+            return load_engine(registered_engine_folder(str(folder), Path(workdir)))
     folder = Path(folder)
     meta = read_engine_file(folder)
     engine_class = _engine_class(meta["backend"], folder)

@@ -7,6 +7,9 @@ The registered model wraps the saved engine folder (``Engine.save``); its code i
 
     model = mlflow.pyfunc.load_model("models:/calo-int8-search/1")
     showers = model.predict(np.hstack([latent, energy[:, None]]))  # (N, 25, 25, 25) GeV
+
+That runs the logged code file from the store. ``calo.precision.load_engine("models:/...")``
+reads the same registered engine as data instead (its graph only; a pickle in it is refused).
 """
 
 from __future__ import annotations

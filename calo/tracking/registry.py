@@ -16,7 +16,10 @@ from typing import Any
 
 from calo.errors import CaloError, one_line
 
-__all__ = ["is_registry_uri", "load_with_mlflow", "registered_weights_file"]
+__all__ = ["is_registry_uri", "load_with_mlflow", "registered_engine_folder",
+           "registered_weights_file"]
+
+ENGINE_FILE = "engine.json"  # calo.precision.engine's metadata file
 
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".cloudpickle", ".joblib", ".dill")
 _KERAS_WEIGHTS = "model.weights.h5"  # inside a .keras archive
@@ -51,6 +54,17 @@ def registered_weights_file(uri: str, workdir: Path) -> Path:
 
     Refuses a model folder that holds a pickle, and one with no weights, or several.
     """
+    _, files = _downloaded_files(uri, workdir)
+    weights = [p for p in files if p.name.endswith(".weights.h5")]
+    archives = [p for p in files if p.suffix == ".keras"]
+    if len(weights) + len(archives) != 1:
+        raise CaloError(f"{uri} holds {len(weights)} .weights.h5 files and {len(archives)} .keras "
+                        "archives; calo needs exactly one to take the weights from")
+    return weights[0] if weights else _weights_from_archive(archives[0], workdir, uri)
+
+
+def _downloaded_files(uri: str, workdir: Path) -> tuple[Path, list[Path]]:
+    """The model's artifacts downloaded into ``workdir``, refused if any is a pickle."""
     folder = _download(uri, workdir)
     files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
     pickles = [p for p in files if _is_pickle(p)]
@@ -58,12 +72,18 @@ def registered_weights_file(uri: str, workdir: Path) -> Path:
         raise CaloError(f"{uri} holds a pickle ({pickles[0].relative_to(folder.parent)}), which "
                         "can run code when loaded: calo loads weights only. Register the weights "
                         "without it, or opt in to MLflow's loader: model.trust_mlflow_loader=true")
-    weights = [p for p in files if p.name.endswith(".weights.h5")]
-    archives = [p for p in files if p.suffix == ".keras"]
-    if len(weights) + len(archives) != 1:
-        raise CaloError(f"{uri} holds {len(weights)} .weights.h5 files and {len(archives)} .keras "
-                        "archives; calo needs exactly one to take the weights from")
-    return weights[0] if weights else _weights_from_archive(archives[0], workdir, uri)
+    return folder, files
+
+
+def registered_engine_folder(uri: str, workdir: Path) -> Path:
+    """The saved calo engine inside the registered (pyfunc) model at ``uri``, downloaded into
+    ``workdir``; its code file is never run (calo.precision.load_engine reads the folder)."""
+    _, files = _downloaded_files(uri, workdir)
+    engines = [p.parent for p in files if p.name == ENGINE_FILE]
+    if len(engines) != 1:
+        raise CaloError(f"{uri} holds {len(engines)} saved calo engines ({ENGINE_FILE}); "
+                        "expected one: is it an engine the search registered?")
+    return engines[0]
 
 
 def _weights_from_archive(archive: Path, workdir: Path, uri: str) -> Path:
