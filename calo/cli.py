@@ -23,6 +23,10 @@ def exit_on_user_error(function: Callable[..., T], *args: object) -> T:
     except CaloError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the run is already KILLED
+        print(f"interrupted ({interrupt or 'Ctrl-C'}): what was logged and saved so far is "
+              "kept; the MLflow run, if any, is marked KILLED", file=sys.stderr)
+        sys.exit(130)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -143,7 +143,10 @@ def test_no_run_left_running_after_a_kill(kill: signal.Signals, store: Path,
     process = _start_long_run(store, tmp_path)
     run = _wait_for_running_run(client)
     process.send_signal(kill)
-    process.communicate(timeout=120)
+    _, err = process.communicate(timeout=120)
+    if kill == signal.SIGTERM:
+        assert process.returncode == 130 and "Traceback" not in err
+        assert err.strip().splitlines()[-1].startswith("interrupted (signal SIGTERM)")
     if kill == signal.SIGKILL:  # nothing ran in the killed process: the next entry point repairs
         assert client.get_run(run.info.run_id).info.status == "RUNNING"
         result = subprocess.run([sys.executable, "-m", "calo.tracking", "repair", "--uri",
