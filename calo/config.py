@@ -136,6 +136,8 @@ class HardwareConfig:
     cores_per_socket: int | None = None
     isa: list[str] = field(default_factory=list)  # ISA flags the topology expects
     inter_op_threads: int = 1
+    # oneDNN's ONEDNN_MAX_CPU_ISA: no newer instructions than the modelled CPU has (e.g. no AMX)
+    max_isa: str | None = None
 
     def __post_init__(self) -> None:
         _require(

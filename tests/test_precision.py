@@ -189,6 +189,15 @@ def test_bf16_on_a_cpu_without_it_is_a_clear_error(monkeypatch) -> None:
         require_bf16()
 
 
+def test_bf16_under_the_cascade_lake_isa_cap_is_refused(monkeypatch) -> None:
+    amx = Machine("Xeon with AMX", (0, 1), ("avx512f", "avx512_bf16", "amx_bf16"))
+    monkeypatch.setattr("calo.precision.inc.detect_machine", lambda: amx)
+    require_bf16()  # this CPU has bf16...
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    with pytest.raises(CaloError, match=r"oneDNN is capped at AVX512_CORE_VNNI .* no bf16"):
+        require_bf16()  # ...but not under hw=cascadelake's cap
+
+
 def test_int8_on_a_cpu_without_avx512_is_a_clear_error(monkeypatch, generator, io) -> None:
     bare = Machine("AMD EPYC", (0, 1), ("avx2",))
     monkeypatch.setattr("calo.precision.inc.detect_machine", lambda: bare)

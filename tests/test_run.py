@@ -92,6 +92,8 @@ def test_cli_cascadelake_is_scaled_down_and_logged(tmp_path: Path) -> None:
     (record,) = client.search_runs([client.get_experiment_by_name("calo").experiment_id])
     assert record.data.params["hw/requested_threads"] == "56"
     assert record.data.params["hw/requested_streams"] == "7"
+    assert record.data.params["hw/max_isa"] == "AVX512_CORE_VNNI"  # the paper's CPU, no AMX
+    assert "capped at AVX512_CORE_VNNI" in result.stderr + result.stdout
     assert int(record.data.params["hw/threads"]) <= len(os.sched_getaffinity(0))
     assert (PROJECT_ROOT / "conf").is_dir()
 

@@ -72,6 +72,7 @@ class Topology:
     streams: int
     cpus: tuple[int, ...]
     inter_op_threads: int = 1
+    max_isa: str | None = None  # oneDNN's instruction-set cap (ONEDNN_MAX_CPU_ISA)
 
     @property
     def scaled_down(self) -> bool:
@@ -93,6 +94,7 @@ class Topology:
             "hw/threads": self.threads,
             "hw/streams": self.streams,
             "hw/threads_per_stream": self.threads_per_stream,
+            "hw/max_isa": self.max_isa or "none",
         }
 
 
@@ -116,6 +118,7 @@ def resolve_topology(cfg: HardwareConfig, machine: Machine | None = None) -> Top
         streams=streams,
         cpus=machine.cpus[:threads],
         inter_op_threads=cfg.inter_op_threads,
+        max_isa=cfg.max_isa,
     )
     if topology.scaled_down:
         log.warning(
@@ -137,6 +140,11 @@ def apply_topology(topology: Topology, cpus: tuple[int, ...] | None = None) -> N
     to match, before any op runs. A stream worker passes its own share of the CPUs."""
     import tensorflow as tf
 
+    if topology.max_isa:
+        # read by oneDNN when it first dispatches a kernel, and inherited by stream workers
+        os.environ["ONEDNN_MAX_CPU_ISA"] = topology.max_isa
+        log.info("hw=%s: oneDNN (TensorFlow, Neural Compressor) capped at %s; TFLite's XNNPACK "
+                 "kernels cannot be capped", topology.name, topology.max_isa)
     cpus = cpus or topology.cpus
     os.sched_setaffinity(0, cpus)
     try:

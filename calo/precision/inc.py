@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 CALIBRATION_BATCH = 64
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_FLAGS = ("avx512f",)
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16
+ISA_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                    "AVX512_CORE_VNNI")
 # Quantized op types of a Neural Compressor graph -> the fp32 op they replace.
 _QUANTIZED_OP = re.compile(r"Quantized(Conv2D|MatMul|DepthwiseConv2D|ConcatV2|MaxPool|AvgPool)")
 
@@ -56,7 +60,13 @@ class BF16Engine(GraphEngine):
 
 
 def require_bf16() -> None:
-    """A one-line error on a CPU without bf16 arithmetic (detected, never assumed)."""
+    """A one-line error on a CPU without bf16 arithmetic (detected, never assumed), or where
+    oneDNN is capped below it (hw=cascadelake)."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if cap in ISA_WITHOUT_BF16:
+        raise CaloError(f"precision=bf16_inc: oneDNN is capped at {cap} (ONEDNN_MAX_CPU_ISA, "
+                        "hw.max_isa), which has no bf16, as on the paper's Cascade Lake: use "
+                        "precision=int8_inc or fp32, or another hw")
     machine = detect_machine()
     if not any(machine.has(flag) for flag in BF16_FLAGS):
         raise CaloError(f"precision=bf16_inc needs a CPU with AVX512_BF16 or AMX-BF16; this CPU "
