@@ -251,6 +251,7 @@ def test_op_breakdown_shows_where_int8_time_goes(engines, generator, io) -> None
 
 
 @pytest.mark.slow
+@needs_int8_kernels
 def test_full_size_int8_engine_quantizes_every_convolution(tmp_path: Path) -> None:
     keras.utils.set_random_seed(6)
     generator = build_generator(ModelConfig(name="full"))
