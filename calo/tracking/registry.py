@@ -54,7 +54,7 @@ def registered_weights_file(uri: str, workdir: Path) -> Path:
 
     Refuses a model folder that holds a pickle, and one with no weights, or several.
     """
-    _, files = _downloaded_files(uri, workdir)
+    files = _downloaded_files(uri, workdir)
     weights = [p for p in files if p.name.endswith(".weights.h5")]
     archives = [p for p in files if p.suffix == ".keras"]
     if len(weights) + len(archives) != 1:
@@ -63,22 +63,23 @@ def registered_weights_file(uri: str, workdir: Path) -> Path:
     return weights[0] if weights else _weights_from_archive(archives[0], workdir, uri)
 
 
-def _downloaded_files(uri: str, workdir: Path) -> tuple[Path, list[Path]]:
+def _downloaded_files(uri: str, workdir: Path) -> list[Path]:
     """The model's artifacts downloaded into ``workdir``, refused if any is a pickle."""
     folder = _download(uri, workdir)
     files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
     pickles = [p for p in files if _is_pickle(p)]
     if pickles:
         raise CaloError(f"{uri} holds a pickle ({pickles[0].relative_to(folder.parent)}), which "
-                        "can run code when loaded: calo loads weights only. Register the weights "
-                        "without it, or opt in to MLflow's loader: model.trust_mlflow_loader=true")
-    return folder, files
+                        "can run code when loaded: calo loads weights and graphs only. Register "
+                        "the model without it, or opt in to MLflow's loader: "
+                        "model.trust_mlflow_loader=true")
+    return files
 
 
 def registered_engine_folder(uri: str, workdir: Path) -> Path:
     """The saved calo engine inside the registered (pyfunc) model at ``uri``, downloaded into
     ``workdir``; its code file is never run (calo.precision.load_engine reads the folder)."""
-    _, files = _downloaded_files(uri, workdir)
+    files = _downloaded_files(uri, workdir)
     engines = [p.parent for p in files if p.name == ENGINE_FILE]
     if len(engines) != 1:
         raise CaloError(f"{uri} holds {len(engines)} saved calo engines ({ENGINE_FILE}); "
