@@ -192,8 +192,8 @@ def tracked_run(
         status = "FAILED"
         try:
             with Heartbeat(mlflow.MlflowClient(), run.info.run_id):
-                tracker.set_tags({**owner_tags(), **detect_machine().as_tags(), **git_tags(),
-                                  **hydra_tags(), **sweep_job_tags(tracking), **(tags or {})})
+                tracker.set_tags({**detect_machine().as_tags(), **git_tags(), **hydra_tags(),
+                                  **sweep_job_tags(tracking), **(tags or {})})
                 if resume_run_id is None:
                     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
                     tracker.log_params(flatten(container))
