@@ -35,6 +35,7 @@ __all__ = [
     "SearchSampler",
     "SearchSpeed",
     "Strategy",
+    "TrainPrecision",
     "TrackingConfig",
     "TrainConfig",
     "TrainSettings",
@@ -383,6 +384,11 @@ class RunConfig:
         )
 
 
+class TrainPrecision(StrEnum):
+    fp32 = "fp32"
+    bf16 = "bf16"  # Keras mixed_bfloat16: bf16 compute, float32 variables, outputs and losses
+
+
 class Strategy(StrEnum):
     default = "default"  # one device
     mirrored = "mirrored"  # several local GPUs
@@ -415,6 +421,7 @@ class TrainSettings:
     checkpoint_root: str = "checkpoints"
     resume: str | None = None  # "true"/"latest", "auto" (if a checkpoint exists), or a path
     strategy: Strategy = Strategy.default
+    precision: TrainPrecision = TrainPrecision.fp32
     log_every: int = 1  # steps between loss logs to MLflow
     register_name: str | None = "calo-generator"  # MLflow model registry name
 

@@ -18,11 +18,10 @@ from calo.errors import CaloError
 from calo.hw import detect_machine
 from calo.precision import Engine, build_engine, load_engine
 from calo.precision.fp32 import FP32Engine
-from calo.precision.inc import BF16_FLAGS
 
 from .test_precision import BATCH, generator, io, network_input  # noqa: F401  (fixtures)
 
-HAS_BF16 = any(detect_machine().has(flag) for flag in BF16_FLAGS)
+HAS_BF16 = detect_machine().has_bf16
 REFUSED = r"which no calo engine contains: refusing to load it \(re-create the engine with calo\)"
 
 

@@ -22,7 +22,7 @@ from calo.model.generator import build_generator
 from calo.model.io import NetworkIO, sample_latent
 from calo.precision import build_engine, folder_size, load_engine
 from calo.precision.calibration import calibration_batches, calibration_inputs
-from calo.precision.inc import BF16_FLAGS, build_inc_engine, require_bf16
+from calo.precision.inc import build_inc_engine, require_bf16
 from calo.precision.profile import op_breakdown
 from calo.precision.rewrite import inference_graph
 
@@ -32,7 +32,7 @@ from .test_precision_rewrite import randomize_batchnorm
 TOLERANCE = {"fp32": 1e-5, "fp16_tflite": 0.01, "bf16_inc": 0.03, "int8_inc": 0.08,
              "int8_tflite": 0.08}
 BATCH = 16
-HAS_BF16 = any(detect_machine().has(flag) for flag in BF16_FLAGS)
+HAS_BF16 = detect_machine().has_bf16
 BACKENDS = [pytest.param(b, marks=[
     pytest.mark.skipif(b is Backend.bf16_inc and not HAS_BF16,
                        reason="this CPU has no bf16 arithmetic"),

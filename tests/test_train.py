@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from calo.errors import CaloError
+from calo.hw import Machine, detect_machine
 from calo.train.checkpoint import latest_checkpoint
 from calo.train.loop import BEST_GENERATOR, train
 
@@ -114,6 +115,38 @@ def test_bad_training_input_is_a_clear_error(compose_train, overrides, message,
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(CaloError, match=message):
         train(compose_train("tracking=off", *overrides))
+
+
+def _losses(result) -> list[dict]:
+    lines = (result.folder / "history.jsonl").read_text().splitlines()
+    records = (json.loads(line) for line in lines)
+    return [r for r in records if "train/g_loss" in r and "finished" not in r]
+
+
+@pytest.mark.skipif(not detect_machine().has_bf16,
+                    reason="this CPU has no AVX512_BF16 or AMX-BF16: bf16 training is refused")
+def test_bf16_training_follows_float32_and_resumes_in_float32(compose_train) -> None:
+    float32 = train(compose_train("train.max_steps=3", "train.name=fp32", "tracking=off",
+                                  "model.dropout=0"))
+    bf16 = train(compose_train("train.max_steps=3", "train.name=bf16", "tracking=off",
+                               "model.dropout=0", "train.precision=bf16"))
+    keys = ("train/d_loss_real", "train/d_loss_fake", "train/g_loss")
+    expected, actual = ([_losses(result)[0][key] for key in keys] for result in (float32, bf16))
+    assert actual == pytest.approx(expected, rel=0.05)
+    assert actual != expected  # computed in bf16 indeed
+    # float32 variables: the bf16 checkpoint continues in float32
+    resumed = train(compose_train("train.max_steps=4", "train.name=bf16", "tracking=off",
+                                  "model.dropout=0", "train.resume=true"))
+    assert resumed.steps == 4
+
+
+def test_bf16_training_is_refused_on_a_cpu_without_bf16(compose_train, monkeypatch) -> None:
+    import calo.hw
+
+    plain = Machine("old CPU", (0, 1), ("avx2",))
+    monkeypatch.setattr(calo.hw, "detect_machine", lambda: plain)
+    with pytest.raises(CaloError, match="train.precision=bf16 needs a CPU with AVX512_BF16"):
+        train(compose_train("tracking=off", "train.precision=bf16"))
 
 
 def _free_ports(count: int) -> list[int]:

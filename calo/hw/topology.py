@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 # ISA extensions that decide which reduced-precision kernels oneDNN can use.
 RELEVANT_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
                 "amx_tile", "amx_int8", "amx_bf16")
+# Native bf16 arithmetic; without it oneDNN emulates bf16, slower than float32.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,10 @@ class Machine:
 
     def has(self, flag: str) -> bool:
         return flag in self.isa
+
+    @property
+    def has_bf16(self) -> bool:
+        return any(self.has(flag) for flag in BF16_FLAGS)
 
     def as_tags(self) -> dict[str, str]:
         return {

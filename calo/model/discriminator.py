@@ -60,7 +60,9 @@ def build_discriminator(cfg: ModelConfig) -> keras.Model:
     x = layers.Dense(10, name="d_dense")(x)
     x = layers.LeakyReLU(negative_slope=cfg.leaky_alpha, name="d_dense_lrelu")(x)
     x = layers.BatchNormalization(name="d_dense_bn")(x)
-    real = layers.Dense(1, activation="sigmoid", name="real")(x)
-    aux = layers.Dense(1, name="aux_energy")(x)
-    ecal = EcalSum(name="ecal")(shower)
+    # The heads in float32 whatever the dtype policy (mixed_bfloat16 training): the losses and
+    # the ECAL sum over 15,625 cells need float32's mantissa.
+    real = layers.Dense(1, activation="sigmoid", name="real", dtype="float32")(x)
+    aux = layers.Dense(1, name="aux_energy", dtype="float32")(x)
+    ecal = EcalSum(name="ecal", dtype="float32")(shower)
     return keras.Model(shower, [real, aux, ecal], name="discriminator")

@@ -89,14 +89,18 @@ def build_generator(cfg: ModelConfig, output: OutputActivation = "relu") -> kera
     cube = layers.Reshape((SEED_SIDE,) * 3, name="seed_cube")(cube)
     paths = [generator_path(cube, perm, cfg, name) for name, perm in PERMUTATIONS.items()]
     x = layers.Concatenate(name="paths")(paths)
+    # float32 from the combining convolution on, whatever the dtype policy (mixed_bfloat16
+    # training): cell energies span six decades, and the losses read them.
     x = layers.Conv2D(CELLS, 3, padding="same", kernel_initializer="he_uniform",
-                      name="combine_conv")(x)
-    showers = layers.ReLU(name="showers")(x) if output == "relu" else x
-    return keras.Model(latent, showers, name="generator")
+                      name="combine_conv", dtype="float32")(x)
+    return keras.Model(latent, _output(x, output), name="generator")
+
+
+def _output(linear, output: OutputActivation):
+    return layers.ReLU(name="showers", dtype="float32")(linear) if output == "relu" else linear
 
 
 def with_output(generator: keras.Model, output: OutputActivation) -> keras.Model:
     """The same generator (shared layers and weights) with the other output activation."""
     linear = generator.get_layer("combine_conv").output
-    showers = layers.ReLU(name="showers")(linear) if output == "relu" else linear
-    return keras.Model(generator.input, showers, name="generator")
+    return keras.Model(generator.input, _output(linear, output), name="generator")

@@ -36,7 +36,6 @@ __all__ = ["BF16Engine", "INT8Engine", "build_inc_engine", "neural_compressor_se
 log = logging.getLogger(__name__)
 
 CALIBRATION_BATCH = 64
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_FLAGS = ("avx512f",)
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16
 ISA_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
@@ -68,7 +67,7 @@ def require_bf16() -> None:
                         "hw.max_isa), which has no bf16, as on the paper's Cascade Lake: use "
                         "precision=int8_inc or fp32, or another hw")
     machine = detect_machine()
-    if not any(machine.has(flag) for flag in BF16_FLAGS):
+    if not machine.has_bf16:
         raise CaloError(f"precision=bf16_inc needs a CPU with AVX512_BF16 or AMX-BF16; this CPU "
                         f"({machine.cpu_model}) has neither: use precision=int8_inc or fp32")
 

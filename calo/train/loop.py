@@ -13,7 +13,8 @@ import hashlib
 import json
 import logging
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from calo.config import TrainConfig, to_settings
+from calo.config import TrainConfig, TrainPrecision, to_settings
 from calo.data import Showers, load_reference
 from calo.errors import CaloError
 from calo.model.discriminator import build_discriminator
@@ -100,9 +101,15 @@ def train(cfg: DictConfig) -> TrainResult:
 def _apply_hardware(settings: TrainConfig) -> None:
     keras.utils.set_random_seed(settings.seed)
     if keras.backend.backend() == "tensorflow":
-        from calo.hw import apply_topology, resolve_topology
+        from calo.hw import apply_topology, detect_machine, resolve_topology
 
         apply_topology(resolve_topology(settings.hw))
+        machine = detect_machine()
+        if settings.train.precision is TrainPrecision.bf16 and not machine.has_bf16:
+            raise CaloError(f"train.precision=bf16 needs a CPU with AVX512_BF16 or AMX-BF16 "
+                            f"(or a GPU under KERAS_BACKEND=jax); this CPU "
+                            f"({machine.cpu_model}) would emulate bf16, slower than float32: "
+                            "use train.precision=fp32")
 
 
 def _split(showers: Showers, recipe) -> tuple[Showers, Showers]:
@@ -138,8 +145,9 @@ def _build_networks(settings: TrainConfig, steps_per_epoch: int) -> _Networks:
     batch they are given for to the global batch (which replicas share)."""
     recipe = settings.train
     scale = recipe.batch_size / recipe.lr_batch_size
-    generator = build_generator(settings.model, "linear")
-    discriminator = build_discriminator(settings.model)
+    with _dtype_policy(recipe.precision):
+        generator = build_generator(settings.model, "linear")
+        discriminator = build_discriminator(settings.model)
     g_optimizer = _optimizer(recipe.generator_lr * scale,
                              steps_per_epoch * recipe.generator_steps, recipe.lr_decay_per_epoch)
     d_optimizer = _optimizer(recipe.discriminator_lr * scale, steps_per_epoch * 2,
@@ -149,12 +157,25 @@ def _build_networks(settings: TrainConfig, steps_per_epoch: int) -> _Networks:
     return _Networks(generator, discriminator, g_optimizer, d_optimizer)
 
 
+@contextmanager
+def _dtype_policy(precision: TrainPrecision) -> Iterator[None]:
+    """Layers built inside compute in bf16 for ``train.precision=bf16`` (Keras mixed_bfloat16:
+    float32 variables, so checkpoints and weights are the same either way)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16" if precision is TrainPrecision.bf16
+                                  else "float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def _fingerprint(settings: TrainConfig) -> str:
     """What a checkpoint must agree with to be resumed: model, data and recipe, not budgets."""
     recipe = dataclasses.asdict(settings.train)
     for key in ("epochs", "max_steps", "max_minutes", "resume", "checkpoint_every",
                 "checkpoint_root", "log_every", "register_name", "strategy", "validate_every",
-                "checkpoint_minutes"):
+                "checkpoint_minutes", "precision"):
         recipe.pop(key)
     model = {k: v for k, v in dataclasses.asdict(settings.model).items()
              if k not in ("weights", "discriminator_weights", "trust_mlflow_loader")}
