@@ -163,4 +163,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)  # a sweep's parent stopped by Ctrl-C or SIGTERM: one line, 130

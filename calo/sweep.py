@@ -13,8 +13,10 @@ the same time on the same cores: each job's numbers would measure the others' lo
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import multiprocessing
+import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -96,10 +98,22 @@ def _tracking(cfg: DictConfig) -> TrackingConfig | None:
 
 
 class SweepCallback(Callback):
-    """Opens and closes a multirun's parent MLflow run, and writes its report."""
+    """Opens and closes a multirun's parent MLflow run, and writes its report.
+
+    While the sweep runs, the parent's heartbeat is kept, and Ctrl-C or SIGTERM (which reaches
+    only this process, not the launcher's workers) ends it: the workers get SIGTERM (then
+    SIGKILL), the runs they leave RUNNING and the parent end KILLED.
+    """
 
     def __init__(self) -> None:
         self._record = None  # calo.tracking.sweep.SweepRecord while the sweep runs
+        self._heartbeat = None
+        self._interrupted: str | None = None
+
+    def __getstate__(self) -> dict:
+        """What a launcher's workers receive (Hydra ships the callbacks to them): nothing of the
+        parent's sweep, which the parent alone ends (and a heartbeat thread cannot be pickled)."""
+        return {"_record": None, "_heartbeat": None, "_interrupted": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         exit_on_user_error(self._start, config)
@@ -119,7 +133,29 @@ class SweepCallback(Callback):
                 "sweep/launcher": str(config.hydra.launcher.get("_target_", "")),
                 "sweep/dir": str(Path(config.hydra.sweep.dir).resolve())}
         self._record = start_sweep(tracking, name, Path(config.hydra.sweep.dir), tags)
+        self._keep_alive()
         atexit.register(self._abandon)
+
+    def _keep_alive(self) -> None:
+        import mlflow
+
+        from calo.tracking.owner import Heartbeat
+
+        self._heartbeat = Heartbeat(mlflow.MlflowClient(self._record.tracking_uri),
+                                    self._record.parent_run_id).__enter__()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._interrupt)
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        self._interrupted = f"signal {signal.Signals(signum).name}"
+        raise KeyboardInterrupt(self._interrupted)
+
+    def _stop_keeping_alive(self) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if self._heartbeat is not None:
+            self._heartbeat.__exit__(None, None, None)
+            self._heartbeat = None
 
     def _finish(self, config: DictConfig) -> None:
         if self._record is None:
@@ -128,6 +164,7 @@ class SweepCallback(Callback):
         from calo.tracking.sweep import child_statuses, finish_sweep, log_to_run
 
         record, self._record = self._record, None
+        self._stop_keeping_alive()
         statuses = child_statuses(record)
         status = finish_sweep(record, statuses)
         folder = Path(config.hydra.sweep.dir).resolve() / "report"
@@ -143,14 +180,35 @@ class SweepCallback(Callback):
                             f"failed (their errors are in the report {html} and in MLflow)")
 
     def _abandon(self) -> None:
-        """At exit, a sweep that never reached its end (a job crashed, Ctrl-C) is FAILED."""
+        """At exit, a sweep that never reached its end: KILLED after Ctrl-C or SIGTERM (its
+        workers ended first), FAILED after a crash."""
         if self._record is None:
             return
-        from calo.tracking.sweep import child_statuses, finish_sweep
+        from calo.tracking.sweep import child_statuses, end_interrupted_sweep, finish_sweep
 
         record, self._record = self._record, None
-        finish_sweep(record, child_statuses(record),
-                     note="the sweep stopped before its last job ended")
+        self._stop_keeping_alive()
+        if self._interrupted:
+            _end_child_processes()
+            end_interrupted_sweep(record, self._interrupted)
+        else:
+            finish_sweep(record, child_statuses(record),
+                         note="the sweep stopped before its last job ended")
+
+
+def _end_child_processes(grace_s: float = 30.0) -> None:
+    """SIGTERM to every process this one started (a launcher's workers end their runs KILLED),
+    SIGKILL to those still alive after ``grace_s``."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
 
 
 def is_sweep_job() -> bool:

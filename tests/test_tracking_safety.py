@@ -4,6 +4,7 @@ errors), and no run stays RUNNING after its process is terminated or killed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import psutil
 import pytest
 
 from calo.config import TrackingConfig
@@ -157,6 +159,48 @@ def test_no_run_left_running_after_a_kill(kill: signal.Signals, store: Path,
     ended = client.get_run(run.info.run_id)
     assert ended.info.status == "KILLED"
     assert (REPAIRED in ended.data.tags) == (kill == signal.SIGKILL)
+
+
+def _processes_with(marker: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get("CALO_TEST_MARKER") == marker:
+                found.append(process)
+    return found
+
+
+def test_a_terminated_parallel_sweep_ends_its_workers_and_runs(tmp_path: Path) -> None:
+    """SIGTERM reaches the sweep's parent process only: it ends the joblib workers, and the
+    parent run and every job's run end KILLED (they all stayed RUNNING, the workers ran on)."""
+    marker = str(tmp_path)
+    store = tmp_path / "mlruns"
+    command = [sys.executable, "-m", "calo.run", "-m", *TINY, "data.n_showers=3000",
+               "physics.figures=false", f"tracking.store_dir={store}",
+               f"data.cache_dir={tmp_path / 'c'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+               "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "precision=fp32,fp16_tflite"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "CALO_TEST_MARKER": marker})
+    client = mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    deadline = time.monotonic() + 300
+    while len(_running(client)) < 3:  # the parent and both jobs
+        assert time.monotonic() < deadline and process.poll() is None, "the jobs never started"
+        time.sleep(1)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted (signal SIGTERM)")
+    runs = client.search_runs([client.get_experiment_by_name("calo").experiment_id])
+    assert len(runs) == 3 and {run.info.status for run in runs} == {"KILLED"}
+    assert not _processes_with(marker)
+
+
+def _running(client: mlflow.MlflowClient) -> list:
+    experiment = client.get_experiment_by_name("calo")
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], "attributes.status='RUNNING'")
 
 
 def test_orphan_rules(store: Path) -> None:

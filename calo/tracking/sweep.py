@@ -26,6 +26,7 @@ __all__ = [
     "SWEEP_RECORD",
     "SweepRecord",
     "child_statuses",
+    "end_interrupted_sweep",
     "finish_sweep",
     "log_to_run",
     "read_sweep_record",
@@ -58,11 +59,12 @@ def start_sweep(tracking: TrackingConfig, name: str, sweep_dir: Path,
 
     experiment_id = configure_store(tracking)
     client = mlflow.MlflowClient()
+    from calo.tracking.owner import owner_tags
     from calo.tracking.tracker import git_tags
 
     run = client.create_run(
         experiment_id, run_name=f"sweep:{name}",
-        tags={**detect_machine().as_tags(), **git_tags(), **tags,
+        tags={**detect_machine().as_tags(), **git_tags(), **owner_tags(), **tags,
               "sweep/role": "parent", "sweep/name": name})
     record = SweepRecord(run.info.run_id, name, tracking_uri(tracking), tracking.experiment,
                          experiment_id)
@@ -150,13 +152,16 @@ def child_statuses(record: SweepRecord) -> Counter[str]:
     return Counter(run.info.status for run in runs)
 
 
-def finish_sweep(record: SweepRecord, statuses: Counter[str], note: str | None = None) -> str:
-    """End the parent run: FINISHED when every job's run finished, else FAILED; returns it."""
+def finish_sweep(record: SweepRecord, statuses: Counter[str], note: str | None = None,
+                 status: str | None = None) -> str:
+    """End the parent run (by default FINISHED when every job's run finished, else FAILED);
+    returns its status."""
     import mlflow
 
     client = mlflow.MlflowClient(record.tracking_uri)
     total = sum(statuses.values())
-    status = "FINISHED" if total and statuses["FINISHED"] == total else "FAILED"
+    if status is None:
+        status = "FINISHED" if total and statuses["FINISHED"] == total else "FAILED"
     for key, value in {"sweep/jobs": total, "sweep/finished_jobs": statuses["FINISHED"],
                        "sweep/failed_jobs": total - statuses["FINISHED"]}.items():
         client.log_metric(record.parent_run_id, key, value)
@@ -164,6 +169,18 @@ def finish_sweep(record: SweepRecord, statuses: Counter[str], note: str | None =
         client.set_tag(record.parent_run_id, "error", note)
     client.set_terminated(record.parent_run_id, status)
     return status
+
+
+def end_interrupted_sweep(record: SweepRecord, reason: str) -> None:
+    """A sweep stopped by Ctrl-C or SIGTERM: its jobs' runs that their ended processes left
+    RUNNING become KILLED (tagged ``calo/repaired``), then the parent is KILLED too."""
+    import mlflow
+
+    from calo.tracking.owner import repair_orphaned_runs
+
+    repair_orphaned_runs(mlflow.MlflowClient(record.tracking_uri), [record.experiment_id])
+    finish_sweep(record, child_statuses(record), note=f"the sweep was interrupted ({reason})",
+                 status="KILLED")
 
 
 def log_to_run(uri: str, run_id: str, folder: Path, artifact_path: str,
