@@ -94,6 +94,9 @@ class Backend(StrEnum):
     bf16_inc = "bf16_inc"
     fp16_tflite = "fp16_tflite"
     int8_tflite = "int8_tflite"
+    fp32_ov = "fp32_ov"
+    bf16_ov = "bf16_ov"
+    int8_ov = "int8_ov"
 
 
 @dataclass
@@ -105,7 +108,7 @@ class PrecisionConfig:
     calibration_size: int = 256  # generator inputs the int8 backends calibrate on
     calibration_energy: list[float] = field(default_factory=lambda: [100.0, 500.0])  # GeV
     calibration_seed: int = 0
-    keep_fp32: list[str] = field(default_factory=list)  # int8_inc: node names or regexes
+    keep_fp32: list[str] = field(default_factory=list)  # int8_inc, int8_ov: names or regexes
     fixed_batch_size: int = 64  # TFLite engines run this batch size only
     rewrite: bool = True  # fold BatchNorm and rewrite Conv2DTranspose first (calo.precision)
     profile: bool = False  # log the engine's per-op-type time breakdown (TF graph engines)
@@ -251,7 +254,8 @@ class BenchConfig:
     grid_batch_size: int = 64
     # python -m calo.bench: the conf/precision options it compares
     precisions: list[str] = field(
-        default_factory=lambda: ["fp32", "int8_inc", "bf16_inc", "fp16_tflite", "int8_tflite"])
+        default_factory=lambda: ["fp32", "int8_inc", "bf16_inc", "fp16_tflite", "int8_tflite",
+                                 "fp32_ov", "bf16_ov", "int8_ov"])
 
     def __post_init__(self) -> None:
         for key in ("batch_sizes", "grid_threads", "grid_streams"):

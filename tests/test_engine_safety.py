@@ -1,7 +1,8 @@
 """A saved engine cannot read or write files when it is loaded and run: ``load_engine`` (the path
 ``calo.run`` and the benchmark workers take) refuses a TensorFlow graph holding an op no calo
-engine contains, and a TFLite model holding a custom or Flex op or weights in other files; the
-engines calo builds still save and load back."""
+engine contains, a TFLite model holding a custom or Flex op or weights in other files, and an
+OpenVINO IR holding an op no calo engine contains, a custom extension or entities naming other
+files; the engines calo builds still save and load back."""
 
 from __future__ import annotations
 
@@ -18,8 +19,15 @@ from calo.errors import CaloError
 from calo.hw import detect_machine
 from calo.precision import Engine, build_engine, load_engine
 from calo.precision.fp32 import FP32Engine
+from calo.precision.openvino import import_openvino
 
-from .test_precision import BATCH, generator, io, network_input  # noqa: F401  (fixtures)
+from .test_precision import (  # noqa: F401  (fixtures)
+    BATCH,
+    generator,
+    io,
+    needs_openvino,
+    network_input,
+)
 
 HAS_BF16 = detect_machine().has_bf16
 REFUSED = r"which no calo engine contains: refusing to load it \(re-create the engine with calo\)"
@@ -199,6 +207,85 @@ def test_a_tflite_model_with_external_weights_is_refused(engines, generator, io,
         load_engine(folder)
 
 
+# --- OpenVINO IR: ops outside the allow list, custom extensions, entities, broken weights ------
+
+def replace_ir(folder: Path, model) -> None:
+    """Write ``model`` (an OpenVINO model) over the engine's IR."""
+    ov = import_openvino()
+    ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
+
+
+def edit_xml(folder: Path, edit: Callable[[str], str]) -> None:
+    path = folder / "model.xml"
+    path.write_text(edit(path.read_text()))
+
+
+@needs_openvino
+def test_an_ir_with_an_op_no_calo_engine_contains_is_refused(engines, generator, io,
+                                                             network_input,
+                                                             tmp_path: Path) -> None:
+    ov = import_openvino()
+    import openvino.opset13 as ops
+
+    folder = engine_for(engines, generator, io, Backend.fp32_ov).save(tmp_path / "engine")
+    latent = ops.parameter([-1, 200], np.float32, name="scaled_latent")
+    noise = ops.random_uniform(ops.shape_of(latent), ops.constant(np.float32(0)),
+                               ops.constant(np.float32(1)),
+                               "f32", global_seed=1)
+    replace_ir(folder, ov.Model([ops.sin(ops.add(latent, noise))], [latent], "not_a_generator"))
+    assert ov.Core().read_model(str(folder / "model.xml"))  # OpenVINO itself would take it
+    with pytest.raises(CaloError, match=rf"model\.xml holds RandomUniform, Sin ops, "
+                                        rf"{REFUSED}") as error:
+        load_engine(folder).predict(network_input)
+    assert "\n" not in str(error.value)
+
+
+@needs_openvino
+def test_an_ir_with_a_custom_extension_is_refused(engines, generator, io,
+                                                  tmp_path: Path) -> None:
+    folder = engine_for(engines, generator, io, Backend.int8_ov).save(tmp_path / "engine")
+    edit_xml(folder, lambda xml: xml.replace('type="PReLU" version="opset1"',
+                                             'type="PReLU" version="calo_leak"', 1))
+    with pytest.raises(CaloError, match=r"model\.xml holds PReLU \(calo_leak\) ops outside "
+                                        r"OpenVINO's standard opsets \(custom extensions\)"):
+        load_engine(folder)
+
+
+@needs_openvino
+def test_an_ir_whose_entities_name_other_files_is_refused(engines, generator, io,
+                                                          tmp_path: Path) -> None:
+    folder = engine_for(engines, generator, io, Backend.fp32_ov).save(tmp_path / "engine")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for an engine")
+    edit_xml(folder, lambda xml: xml.replace(
+        "<net ", f'<!DOCTYPE net [<!ENTITY leak SYSTEM "file://{secret}">]>\n<net ', 1
+    ).replace('name="scaled_latent:0"', 'name="&leak;"', 1))
+    with pytest.raises(CaloError, match=r"model\.xml declares a document type or entities, "
+                                        r"which may name other files; no calo engine does"):
+        load_engine(folder)
+
+
+@needs_openvino
+def test_an_ir_with_missing_or_short_weights_is_a_one_line_error(engines, generator, io,
+                                                                tmp_path: Path) -> None:
+    folder = engine_for(engines, generator, io, Backend.int8_ov).save(tmp_path / "engine")
+    weights = (folder / "model.bin").read_bytes()
+    (folder / "model.bin").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(CaloError, match=r"model\.xml: constant .* lies beyond the end of "
+                                        r"model\.bin .*: save the engine again") as error:
+        load_engine(folder)
+    assert "\n" not in str(error.value)
+    (folder / "model.bin").unlink()
+    with pytest.raises(CaloError, match=r"model\.bin is missing: save the engine again"):
+        load_engine(folder)
+    (folder / "model.bin").write_bytes(weights)
+    edit_xml(folder, lambda xml: xml[: len(xml) // 2])
+    with pytest.raises(CaloError, match=r"model\.xml: not a valid OpenVINO IR \(.*\): save the "
+                                        r"engine again") as error:
+        load_engine(folder)
+    assert "\n" not in str(error.value)
+
+
 # --- What calo builds still loads --------------------------------------------------------
 
 @pytest.mark.parametrize("rewrite", [True, False])
@@ -207,6 +294,8 @@ def test_a_tflite_model_with_external_weights_is_refused(engines, generator, io,
     pytest.param(Backend.bf16_inc, marks=pytest.mark.skipif(
         not HAS_BF16, reason="this CPU has no bf16 arithmetic (its ops are in the allow list, "
                              "collected with FORCE_BF16=1)")),
+    pytest.param(Backend.fp32_ov, marks=needs_openvino),
+    pytest.param(Backend.int8_ov, marks=needs_openvino),
 ])
 def test_the_engines_calo_builds_load_and_run(engines, generator, io, network_input, backend,
                                               rewrite, tmp_path: Path) -> None:

@@ -2,11 +2,13 @@
 described node by node, and refusing bad input with one-line errors.
 
 Tolerances (mean |engine - Keras| / mean |Keras| over a batch of generator outputs):
-fp32 1e-5 (float rounding), fp16_tflite 1 %, bf16_inc 3 %, int8_inc and int8_tflite 8 %.
+fp32 and fp32_ov 1e-5 (float rounding), fp16_tflite 1 %, bf16_inc and bf16_ov 3 %, int8_inc,
+int8_tflite and int8_ov 8 %. The OpenVINO backends are skipped where OpenVINO is not installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -30,13 +32,19 @@ from .conftest import TINY_MODEL, needs_int8_kernels
 from .test_precision_rewrite import randomize_batchnorm
 
 TOLERANCE = {"fp32": 1e-5, "fp16_tflite": 0.01, "bf16_inc": 0.03, "int8_inc": 0.08,
-             "int8_tflite": 0.08}
+             "int8_tflite": 0.08, "fp32_ov": 1e-5, "bf16_ov": 0.03, "int8_ov": 0.08}
 BATCH = 16
 HAS_BF16 = detect_machine().has_bf16
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None \
+    and importlib.util.find_spec("nncf") is not None
+OPENVINO = (Backend.fp32_ov, Backend.bf16_ov, Backend.int8_ov)
+needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO and NNCF are not "
+                                    "installed (pip install openvino nncf, pinned in pyproject)")
 BACKENDS = [pytest.param(b, marks=[
-    pytest.mark.skipif(b is Backend.bf16_inc and not HAS_BF16,
+    pytest.mark.skipif(b in (Backend.bf16_inc, Backend.bf16_ov) and not HAS_BF16,
                        reason="this CPU has no bf16 arithmetic"),
-    *([needs_int8_kernels] if b is Backend.int8_inc else [])]) for b in Backend]
+    *([needs_int8_kernels] if b is Backend.int8_inc else []),
+    *([needs_openvino] if b in OPENVINO else [])]) for b in Backend]
 
 
 def precision(backend: Backend, **changes) -> PrecisionConfig:
@@ -93,7 +101,8 @@ def test_saved_engine_loads_back_the_same(engines, generator, io, network_input,
     engine = engine_for(engines, generator, io, backend)
     folder = engine.save(tmp_path / "engine")
     files = {p.name for p in folder.iterdir()}
-    assert "engine.json" in files and len(files) == 2  # the metadata and one model file
+    # the metadata and one model file (OpenVINO IR: the graph and its weights)
+    assert "engine.json" in files and len(files) == (3 if backend in OPENVINO else 2)
     loaded = load_engine(folder)
     assert loaded.backend == backend.value and loaded.fixed_batch_size == engine.fixed_batch_size
     np.testing.assert_array_equal(loaded.predict(network_input), engine.predict(network_input))

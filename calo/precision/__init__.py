@@ -6,6 +6,9 @@ int8_inc       Neural Compressor static int8 quantization of that graph
 bf16_inc       Neural Compressor bf16 conversion (CPUs with AVX512_BF16 or AMX-BF16)
 fp16_tflite    TFLite with float16 weights, fixed batch size, LiteRT interpreter
 int8_tflite    TFLite full integer, fixed batch size, LiteRT interpreter
+fp32_ov        OpenVINO IR of that graph, run by OpenVINO's CPU plugin in float32
+bf16_ov        the same with OpenVINO's bf16 inference precision hint (AVX512_BF16 or AMX-BF16)
+int8_ov        NNCF post-training int8 quantization of the OpenVINO model, run by OpenVINO
 =============  =======================================================================
 
 Every quantized backend starts from the same inference graph (:mod:`calo.precision.rewrite`:
@@ -27,6 +30,8 @@ from calo.precision.engine import Engine, NodeInfo, folder_size, read_engine_fil
 
 __all__ = ["Engine", "NodeInfo", "build_engine", "folder_size", "load_engine", "require_cpu_for"]
 
+OPENVINO_BACKENDS = (Backend.fp32_ov, Backend.bf16_ov, Backend.int8_ov)
+
 
 def build_engine(generator, io: NetworkIO, cfg: PrecisionConfig, batch_size: int | None = None,
                  latent_distribution: LatentDistribution = LatentDistribution.normal) -> Engine:
@@ -43,8 +48,14 @@ def build_engine(generator, io: NetworkIO, cfg: PrecisionConfig, batch_size: int
     graph = inference_graph(generator, cfg.rewrite)
     # Only the backends that calibrate get inputs (bf16_inc too: Neural Compressor's static
     # quantization runs its calibration dataloader for bf16 as well); fp16_tflite gets None.
-    calibrates = cfg.backend in (Backend.int8_inc, Backend.bf16_inc, Backend.int8_tflite)
+    calibrates = cfg.backend in (Backend.int8_inc, Backend.bf16_inc, Backend.int8_tflite,
+                                 Backend.int8_ov)
     calibration = calibration_inputs(io, cfg, latent_distribution) if calibrates else None
+    if cfg.backend in OPENVINO_BACKENDS:
+        from calo.precision.openvino import build_openvino_engine
+
+        kind = cfg.backend.value.removesuffix("_ov")
+        return build_openvino_engine(graph, io, cfg, kind, calibration)
     if cfg.backend in (Backend.int8_inc, Backend.bf16_inc):
         from calo.precision.inc import build_inc_engine
 
@@ -57,11 +68,18 @@ def build_engine(generator, io: NetworkIO, cfg: PrecisionConfig, batch_size: int
 
 
 def require_cpu_for(backend: str) -> None:
-    """A one-line error when this CPU cannot run ``backend``'s kernels."""
+    """A one-line error when this CPU (or this installation: OpenVINO) cannot run
+    ``backend``'s kernels."""
     if backend in ("int8_inc", "bf16_inc"):
         from calo.precision.inc import require_bf16, require_int8
 
         (require_int8 if backend == "int8_inc" else require_bf16)()
+    if backend in OPENVINO_BACKENDS:
+        from calo.precision.openvino import require_openvino, require_openvino_bf16
+
+        require_openvino(backend)
+        if backend == "bf16_ov":
+            require_openvino_bf16()
 
 
 def _engine_class(backend: str, folder: Path) -> type[Engine]:
@@ -77,6 +95,10 @@ def _engine_class(backend: str, folder: Path) -> type[Engine]:
         from calo.precision.tflite import FP16TFLiteEngine, INT8TFLiteEngine
 
         return INT8TFLiteEngine if backend == "int8_tflite" else FP16TFLiteEngine
+    if backend in OPENVINO_BACKENDS:
+        from calo.precision.openvino import BF16OVEngine, FP32OVEngine, INT8OVEngine
+
+        return {"fp32_ov": FP32OVEngine, "bf16_ov": BF16OVEngine, "int8_ov": INT8OVEngine}[backend]
     raise CaloError(f"{folder}: unknown engine backend {backend!r} in engine.json")
 
 

@@ -1,0 +1,403 @@
+"""OpenVINO backends: the inference graph converted to OpenVINO, run by its CPU plugin in float32
+(fp32_ov), with bf16 as the inference precision hint (bf16_ov), or quantized to int8 by NNCF's
+post-training quantization on the shared calibration set (int8_ov).
+
+The converted model is saved as OpenVINO IR (``model.xml``, the graph; ``model.bin``, the
+weights, kept in float32). Loading reads both files here and hands their bytes to OpenVINO, so
+nothing else on disk is read: before OpenVINO sees the XML, :func:`check_ir` refuses a document
+type (entities can name other files), a layer type outside :data:`ENGINE_OPS` or outside the
+standard opsets (a custom extension), and weights outside the ``.bin``.
+
+``precision.keep_fp32`` works as for int8_inc: the weighted nodes of the converted model carry
+the names of the TensorFlow nodes they come from (``xy4_conv/Conv2D``, ``seed_dense/MatMul``:
+OpenVINO's converter loses them, :func:`name_weighted_ops` puts them back by matching weights),
+and the selected ones become NNCF's ``IgnoredScope``.
+
+OpenVINO and NNCF report usage to Google Analytics unless a consent file declines it; calo
+imports them with their telemetry package blocked, so neither sends anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import sys
+import xml.etree.ElementTree as ElementTree
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import tensorflow as tf
+from numpy.typing import NDArray
+
+from calo.config import PrecisionConfig
+from calo.errors import CaloError, one_line
+from calo.hw import detect_machine
+from calo.model.io import NetworkIO
+from calo.precision.calibration import CalibrationLoader, require_calibration
+from calo.precision.engine import Engine, NodeInfo
+from calo.precision.frozen import freeze_graph, op_names
+from calo.precision.graph import Graph
+from calo.precision.inc import ISA_WITHOUT_BF16, resolve_keep_fp32
+
+__all__ = ["ENGINE_OPS", "MODEL_BIN", "MODEL_XML", "BF16OVEngine", "FP32OVEngine",
+           "INT8OVEngine", "OpenVINOEngine", "build_openvino_engine", "check_ir",
+           "import_openvino", "name_weighted_ops", "require_openvino", "require_openvino_bf16",
+           "weighted_nodes"]
+
+log = logging.getLogger(__name__)
+
+MODEL_XML = "model.xml"
+MODEL_BIN = "model.bin"
+OPENVINO_PINS = "openvino==2026.4.1 nncf==3.4.0"
+CALIBRATION_BATCH = 64
+
+# Every layer type in the IR calo saves, collected from their XML: fp32 (also what bf16_ov
+# saves: bf16 is a compile-time hint) and NNCF's int8, with and without precision.keep_fp32,
+# precision.rewrite on and off, the tiny and the full generator, with a ReLU or a linear
+# output (all from opset1, but Gather from opset8 and ShapeOf from opset3). Any other type is
+# refused: OpenVINO's opsets hold loops and conditions with bodies of their own, and a custom
+# extension runs whatever kernel a plugin library registers under its name. A change that
+# makes calo's models use a new op adds it here.
+ENGINE_OPS = frozenset({
+    "Add", "Concat", "Const", "Convert", "Convolution", "ConvolutionBackpropData",
+    "DepthToSpace", "FakeQuantize", "Gather", "MatMul", "Multiply", "PReLU", "Pad", "Parameter",
+    "ReLU", "Reshape", "Result", "ShapeOf", "StridedSlice", "Transpose",
+})
+_STANDARD_OPSET = re.compile(r"opset[0-9]{1,2}")
+_REFUSED = "refusing to load it (re-create the engine with calo)"
+# TensorFlow ops whose weights make them the quantizable nodes, and the index of that input.
+_WEIGHTED_TF_OPS = {"Conv2D": 1, "MatMul": 1, "Conv2DBackpropInput": 1}
+_WEIGHTED_OV_OPS = ("Convolution", "ConvolutionBackpropData", "MatMul")
+
+Hint = Literal["f32", "bf16"]
+
+
+@contextlib.contextmanager
+def _no_telemetry() -> Iterator[None]:
+    """Import OpenVINO and NNCF without their telemetry (both fall back to a stub when the
+    openvino_telemetry package cannot be imported)."""
+    blocked = "openvino_telemetry" not in sys.modules
+    if blocked:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if blocked and sys.modules.get("openvino_telemetry", "") is None:
+            del sys.modules["openvino_telemetry"]
+
+
+def import_openvino():
+    """The openvino package, imported without its telemetry."""
+    with _no_telemetry():
+        import openvino
+
+    return openvino
+
+
+def require_openvino(backend: str = "fp32_ov") -> None:
+    """A one-line error where OpenVINO (or NNCF, for int8_ov) is not installed."""
+    try:
+        with _no_telemetry():
+            import openvino  # noqa: F401
+
+            if backend == "int8_ov":
+                import nncf  # noqa: F401
+    except ImportError as error:
+        raise CaloError(f"precision={backend} needs OpenVINO and NNCF ({one_line(error)}): "
+                        f"pip install {OPENVINO_PINS}, or use another precision") from error
+
+
+def require_openvino_bf16() -> None:
+    """A one-line error on a CPU without bf16 arithmetic, or where oneDNN is capped below it
+    (hw=cascadelake): OpenVINO's CPU plugin would emulate bf16 there, slower than float32."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if cap in ISA_WITHOUT_BF16:
+        raise CaloError(f"precision=bf16_ov: oneDNN is capped at {cap} (ONEDNN_MAX_CPU_ISA, "
+                        "hw.max_isa), which has no bf16, as on the paper's Cascade Lake: use "
+                        "precision=int8_ov or fp32_ov, or another hw")
+    machine = detect_machine()
+    if not machine.has_bf16:
+        raise CaloError(f"precision=bf16_ov needs a CPU with AVX512_BF16 or AMX-BF16; this CPU "
+                        f"({machine.cpu_model}) has neither: use precision=int8_ov or fp32_ov")
+
+
+# --- conversion -------------------------------------------------------------------------
+
+def _fingerprint(values: NDArray) -> str:
+    """The same for a weight tensor in any layout (TensorFlow's HWIO, OpenVINO's OIHW). Zeros
+    are made positive: sorting keeps -0.0 and 0.0 (folding a negative BatchNorm scale into a
+    sub-pixel kernel's structural zeros makes both) in their layout's order."""
+    data = np.sort(np.asarray(values, np.float32).ravel()) + np.float32(0.0)  # -0.0 -> 0.0
+    return hashlib.sha1(f"{data.size}".encode() + data.tobytes()).hexdigest()
+
+
+def weighted_nodes(graph_def: tf.compat.v1.GraphDef) -> dict[str, tuple[str, str]]:
+    """Fingerprint of its weights -> (node name, op type) for each convolution and matmul of
+    a frozen graph: the nodes Neural Compressor calls quantizable, named as it names them."""
+    nodes = {node.name: node for node in graph_def.node}
+
+    def constant(name: str) -> tf.compat.v1.NodeDef | None:
+        node = nodes.get(name.split(":")[0].lstrip("^"))
+        while node is not None and node.op == "Identity":
+            node = nodes.get(node.input[0].split(":")[0])
+        return node if node is not None and node.op == "Const" else None
+
+    found = {}
+    for node in graph_def.node:
+        index = _WEIGHTED_TF_OPS.get(node.op)
+        weights = constant(node.input[index]) if index is not None else None
+        if weights is not None:
+            found[_fingerprint(tf.make_ndarray(weights.attr["value"].tensor))] = (node.name,
+                                                                                   node.op)
+    return found
+
+
+def name_weighted_ops(model, graph_def: tf.compat.v1.GraphDef) -> list[tuple[str, str]]:
+    """Give each convolution and matmul of the converted ``model`` the name of the TensorFlow
+    node it comes from, found by its weights (OpenVINO's converter names them ``Convolution_312``
+    after moving the layout transposes); returns (name, TensorFlow op type) of each one named,
+    in the model's order."""
+    by_weights = weighted_nodes(graph_def)
+    named = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in _WEIGHTED_OV_OPS:
+            continue
+        source = op.input_value(1).get_node()
+        if source.get_type_name() != "Constant":
+            continue
+        match = by_weights.pop(_fingerprint(source.get_data()), None)
+        if match is not None:
+            op.set_friendly_name(match[0])
+            named.append(match)
+    if by_weights:
+        log.warning("OpenVINO: %d weighted TensorFlow nodes have no counterpart in the converted "
+                    "model (%s): precision.keep_fp32 cannot select them", len(by_weights),
+                    ", ".join(name for name, _ in by_weights.values()))
+    return named
+
+
+def convert(graph: Graph):
+    """The inference graph as an OpenVINO model, its weighted ops named as in TensorFlow; and
+    those (name, op type) pairs."""
+    ov = import_openvino()
+    graph_def, _, _ = freeze_graph(graph)
+    with _no_telemetry():
+        model = ov.convert_model(graph_def)
+    return model, name_weighted_ops(model, graph_def)
+
+
+def _quantize(model, calibration: NDArray[np.float32], ignored: list[str]):
+    """NNCF's default post-training quantization (symmetric int8, per-channel weights, fast
+    bias correction) with each activation's range the min and max over every calibration
+    input, as Neural Compressor and TFLite take it: NNCF's default averages per-input maxima,
+    which clips the high-energy showers (pixel-wise error 0.043 against 0.013 on the shipped
+    generator) and depends on how the inputs are batched. ``ignored`` nodes stay in float."""
+    with _no_telemetry():
+        import nncf
+    from nncf.common.logging.logger import nncf_logger
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    loader = CalibrationLoader(calibration, CALIBRATION_BATCH)  # with its batch_size
+    batches = -(-len(calibration) // CALIBRATION_BATCH)
+    ranges = AdvancedQuantizationParameters(
+        activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.ERROR)  # NNCF logs advice at INFO and WARNING
+    try:
+        return nncf.quantize(model, nncf.Dataset(loader, lambda item: item[0]),
+                             subset_size=batches, advanced_parameters=ranges,
+                             ignored_scope=nncf.IgnoredScope(names=ignored, validate=True))
+    finally:
+        nncf_logger.setLevel(level)
+
+
+def build_openvino_engine(graph: Graph, io: NetworkIO, cfg: PrecisionConfig, kind: str,
+                          calibration: NDArray[np.float32] | None = None) -> OpenVINOEngine:
+    """Convert the inference graph; ``kind`` int8 quantizes it with NNCF (keeping
+    ``cfg.keep_fp32`` in float32), bf16 compiles it with the bf16 inference precision hint."""
+    require_openvino(f"{kind}_ov")
+    model, quantizable = convert(graph)
+    kept: list[str] = []
+    if kind == "int8":
+        require_calibration(calibration)
+        kept = resolve_keep_fp32(cfg.keep_fp32, quantizable)
+        log.info("quantizing to int8 with NNCF (%d calibration inputs, %d of %d weighted nodes "
+                 "kept in fp32)", len(calibration), len(kept), len(quantizable))
+        model = _quantize(model, calibration, kept)
+    engine_class = {"fp32": FP32OVEngine, "bf16": BF16OVEngine, "int8": INT8OVEngine}[kind]
+    engine = engine_class(model, io, {"rewrite": cfg.rewrite,
+                                      "quantizable_nodes": [list(p) for p in quantizable],
+                                      "kept_fp32": kept})
+    engine.details.update(engine.precision_details())
+    if kind == "int8" and engine.details["counts"]["int8_nodes"] == 0:
+        raise CaloError(f"precision={cfg.name}: NNCF left every node in float (no int8 "
+                        "kernels for this graph on this CPU)")
+    return engine
+
+
+# --- the engine -----------------------------------------------------------------------------
+
+def _runtime_precision(value: str) -> str:
+    return {"i8": "int8", "u8": "int8", "f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(
+        value, value)
+
+
+class OpenVINOEngine(Engine):
+    """An OpenVINO model compiled for the CPU with ``hint`` as its inference precision, one
+    stream of as many threads as CPUs are pinned (a benchmark stream worker's share)."""
+
+    hint: ClassVar[Hint] = "f32"
+
+    def __init__(self, model, io: NetworkIO, details: dict[str, Any] | None = None) -> None:
+        super().__init__(io, details=details)
+        self.model = model
+        ov = import_openvino()
+        config = {"INFERENCE_PRECISION_HINT": self.hint, "NUM_STREAMS": 1,
+                  "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_NUM_THREADS": len(os.sched_getaffinity(0))}
+        try:
+            self._compiled = ov.Core().compile_model(model, "CPU", config)
+        except RuntimeError as error:
+            raise CaloError(f"OpenVINO cannot compile this {self.backend} model "
+                            f"({one_line(error, 200)}): save the engine again") from error
+        self._request = self._compiled.create_infer_request()
+        (parameter,) = model.inputs
+        shape = parameter.get_partial_shape()
+        if shape.rank.get_length() != 2 or shape[1].get_length() != io.latent_dim:
+            raise CaloError(f"the {self.backend} model takes input {shape}, not "
+                            f"(batch, {io.latent_dim}): save the engine again")
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict[str, Any]) -> OpenVINOEngine:
+        """The saved IR, checked by :func:`check_ir` and read from memory: OpenVINO is given
+        the bytes of model.xml and model.bin, never a path."""
+        xml_path, bin_path = folder / MODEL_XML, folder / MODEL_BIN
+        for path in (xml_path, bin_path):
+            if not path.is_file():
+                raise CaloError(f"{folder}: {path.name} is missing: save the engine again")
+        xml, weights = xml_path.read_bytes(), bin_path.read_bytes()
+        check_ir(xml, len(weights), xml_path)
+        ov = import_openvino()
+        try:
+            model = ov.Core().read_model(xml, weights)
+        except RuntimeError as error:
+            raise CaloError(f"{xml_path} is not a valid {cls.backend} model "
+                            f"({one_line(error, 200)}): save the engine again") from error
+        try:
+            return cls(model, meta["io"], meta["details"])
+        except CaloError as error:
+            raise CaloError(f"{xml_path}: {error}") from error
+
+    def predict(self, network_input: NDArray[np.float32]) -> NDArray[np.float32]:
+        self._request.infer({0: np.ascontiguousarray(network_input, np.float32)})
+        return self._request.get_output_tensor(0).data.copy()
+
+    def _save_model(self, folder: Path) -> None:
+        ov = import_openvino()
+        # float32 weights: save_model would store them as float16 by default
+        ov.save_model(self.model, str(folder / MODEL_XML), compress_to_fp16=False)
+
+    def _runtime_ops(self) -> list:
+        """The compiled model's nodes (OpenVINO's fused kernels), with what they run in."""
+        return [op for op in self._compiled.get_runtime_model().get_ordered_ops()
+                if op.get_rt_info()["layerType"].astype(str) not in
+                ("Input", "Output", "Const", "Reorder")]
+
+    def nodes(self) -> list[NodeInfo]:
+        """The compiled model's kernels and the precision each runs in (``runtimePrecision``:
+        what the CPU plugin chose, which is where bf16 shows)."""
+        table = []
+        for op in self._runtime_ops():
+            info = op.get_rt_info()
+            table.append(NodeInfo(op.get_friendly_name(), info["layerType"].astype(str),
+                                  _runtime_precision(info["runtimePrecision"].astype(str))))
+        return table
+
+    def precision_details(self) -> dict[str, Any]:
+        """Each weighted node's runtime precision, and counts worth a run parameter."""
+        names = {name for name, _ in self.details.get("quantizable_nodes", [])}
+        precision = {}
+        for op in self._runtime_ops():
+            info = op.get_rt_info()
+            fused = info["originalLayersNames"].astype(str).split(",")
+            for name in fused:
+                if name in names:
+                    precision[name] = _runtime_precision(info["runtimePrecision"].astype(str))
+        runtime = Counter((node.op, node.dtype) for node in self.nodes())
+        counts = {"quantizable_nodes": len(names),
+                  **{f"{dtype}_nodes": sum(v == dtype for v in precision.values())
+                     for dtype in sorted(set(precision.values()) | {"fp32"})},
+                  **{f"kernels_{op.lower()}_{dtype}": count
+                     for (op, dtype), count in sorted(runtime.items())}}
+        return {"node_precision": precision, "inference_precision": self.hint,
+                "counts": counts}
+
+    def memory_bytes(self) -> int:
+        """The model's constants (its weights, int8 where NNCF compressed them)."""
+        return sum(op.get_byte_size() for op in self.model.get_ops()
+                   if op.get_type_name() == "Constant")
+
+
+class FP32OVEngine(OpenVINOEngine):
+    backend = "fp32_ov"
+    hint = "f32"  # explicit: on a CPU with bf16 OpenVINO's default is bf16
+
+
+class BF16OVEngine(OpenVINOEngine):
+    backend = "bf16_ov"
+    hint = "bf16"
+
+
+class INT8OVEngine(OpenVINOEngine):
+    backend = "int8_ov"
+    hint = "f32"  # what NNCF left in float (precision.keep_fp32) stays float32
+
+
+# --- loading safely ---------------------------------------------------------------------
+
+def check_ir(xml: bytes, bin_size: int, path: Path) -> None:
+    """Refuse an IR that could do more than compute the generator from its own weights: a
+    document type (entities may name other files), a layer whose type is outside
+    :data:`ENGINE_OPS` or whose version is not a standard opset (a custom extension), or a
+    constant outside the ``.bin``."""
+    if re.search(rb"<!(DOCTYPE|ENTITY)", xml, re.IGNORECASE):
+        raise CaloError(f"{path} declares a document type or entities, which may name other "
+                        f"files; no calo engine does: {_REFUSED}")
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError as error:
+        raise CaloError(f"{path}: not a valid OpenVINO IR ({one_line(error)}): "
+                        "save the engine again") from error
+    layers = list(root.iter("layer"))
+    if root.tag != "net" or not layers:
+        raise CaloError(f"{path}: not a valid OpenVINO IR (no <net> of layers): "
+                        "save the engine again")
+    unknown = {layer.get("type", "?") for layer in layers} - ENGINE_OPS
+    if unknown:
+        raise CaloError(f"{path} holds {op_names(unknown)} ops, which no calo engine contains: "
+                        f"{_REFUSED}")
+    custom = {f"{layer.get('type')} ({layer.get('version')})" for layer in layers
+              if not _STANDARD_OPSET.fullmatch(layer.get("version") or "")}
+    if custom:
+        raise CaloError(f"{path} holds {op_names(custom)} ops outside OpenVINO's standard "
+                        f"opsets (custom extensions), which no calo engine contains: {_REFUSED}")
+    for layer in layers:
+        data = layer.find("data")
+        if layer.get("type") != "Const" or data is None:
+            continue
+        try:
+            end = int(data.get("offset", "")) + int(data.get("size", ""))
+        except ValueError as error:
+            raise CaloError(f"{path}: constant {layer.get('name')!r} has no valid offset and "
+                            "size: save the engine again") from error
+        if end > bin_size:
+            raise CaloError(f"{path}: constant {layer.get('name')!r} lies beyond the end of "
+                            f"{MODEL_BIN} ({end} > {bin_size} bytes): save the engine again")
+

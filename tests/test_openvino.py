@@ -1,0 +1,131 @@
+"""The OpenVINO backends on the tiny generator, beyond what test_precision checks for every
+backend (close to fp32, saved and loaded back): the converted model's nodes carry their
+TensorFlow names, precision.keep_fp32 keeps the named nodes in float32 through NNCF's
+IgnoredScope, the runtime precisions are reported, the engine runs in the benchmark's stream
+workers, and bad input is a one-line error."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calo.bench.worker import RoundRequest, StreamPool
+from calo.config import Backend, HardwareConfig
+from calo.errors import CaloError
+from calo.hw import Machine, resolve_topology
+from calo.precision import build_engine, load_engine
+from calo.precision.openvino import require_openvino, require_openvino_bf16
+
+from .test_precision import (  # noqa: F401  (fixtures)
+    BATCH,
+    HAS_BF16,
+    engine_for,
+    engines,
+    generator,
+    io,
+    needs_openvino,
+    network_input,
+    precision,
+    relative_error,
+)
+
+pytestmark = needs_openvino
+
+WEIGHTED = 29  # 28 convolutions (the transposed ones rewritten) and the seed dense layer
+
+
+def test_weighted_nodes_carry_their_tensorflow_names(engines, generator, io) -> None:
+    engine = engine_for(engines, generator, io, Backend.fp32_ov)
+    quantizable = dict(map(tuple, engine.details["quantizable_nodes"]))
+    assert len(quantizable) == WEIGHTED
+    assert quantizable["seed_dense/MatMul"] == "MatMul"
+    assert quantizable["xy4_conv/Conv2D"] == quantizable["combine_conv/Conv2D"] == "Conv2D"
+    assert set(engine.details["node_precision"].values()) == {"fp32"}
+    assert engine.counts()["fp32_nodes"] == WEIGHTED
+
+
+def test_int8_runs_int8_kernels_and_is_smaller(engines, generator, io) -> None:
+    fp32 = engine_for(engines, generator, io, Backend.fp32_ov)
+    int8 = engine_for(engines, generator, io, Backend.int8_ov)
+    counts = int8.counts()
+    assert counts["quantizable_nodes"] == WEIGHTED and counts["int8_nodes"] >= 25
+    assert counts["kernels_convolution_int8"] >= 24
+    assert any(node.dtype == "int8" and node.op == "Convolution" for node in int8.nodes())
+    assert all(node.name and node.op for node in int8.nodes())
+    assert int8.memory_bytes() < 0.5 * fp32.memory_bytes()
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 arithmetic")
+def test_bf16_runs_bf16_kernels(engines, generator, io) -> None:
+    bf16 = engine_for(engines, generator, io, Backend.bf16_ov)
+    assert bf16.counts()["bf16_nodes"] == WEIGHTED
+    assert bf16.details["inference_precision"] == "bf16"
+    assert {node.dtype for node in bf16.nodes() if node.op == "Convolution"} == {"bf16"}
+
+
+def test_keep_fp32_keeps_the_named_nodes_in_float32(generator, io, network_input,
+                                                    tmp_path: Path) -> None:
+    engine = build_engine(generator, io, precision(Backend.int8_ov,
+                                                   keep_fp32=["combine_conv", "xy[0-9]_conv"]))
+    assert engine.details["kept_fp32"][0] == "combine_conv/Conv2D"
+    assert len(engine.details["kept_fp32"]) == 1 + 9
+    precisions = engine.details["node_precision"]
+    assert precisions["combine_conv/Conv2D"] == precisions["xy4_conv/Conv2D"] == "fp32"
+    assert precisions["zx4_conv/Conv2D"] == "int8"
+    assert engine.counts()["fp32_nodes"] >= 10
+    loaded = load_engine(engine.save(tmp_path / "engine"))  # the kept nodes survive the IR
+    assert loaded.details["node_precision"]["xy4_conv/Conv2D"] == "fp32"
+    assert loaded.precision_details()["node_precision"] == precisions
+    expected = generator(network_input, training=False).numpy()
+    assert relative_error(loaded.predict(network_input), expected) <= 0.08
+
+
+def test_unknown_keep_fp32_name_lists_the_valid_ones(generator, io) -> None:
+    with pytest.raises(CaloError, match=r"'no_such_layer' matches no quantizable node; valid "
+                                        r"names: seed_dense, xy0_conv") as error:
+        build_engine(generator, io, precision(Backend.int8_ov, keep_fp32=["no_such_layer"]))
+    assert "\n" not in str(error.value)
+
+
+def test_openvino_not_installed_is_a_one_line_error(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    with pytest.raises(CaloError, match=r"precision=int8_ov needs OpenVINO and NNCF .*: pip "
+                                        r"install openvino==.* nncf==") as error:
+        require_openvino("int8_ov")
+    assert "\n" not in str(error.value)
+
+
+def test_bf16_on_a_cpu_without_it_or_under_the_isa_cap_is_refused(monkeypatch) -> None:
+    bare = Machine("Old Xeon", (0, 1), ("avx2", "avx512f", "avx512_vnni"))
+    monkeypatch.setattr("calo.precision.openvino.detect_machine", lambda: bare)
+    with pytest.raises(CaloError, match=r"precision=bf16_ov needs a CPU with AVX512_BF16 or "
+                                        r"AMX-BF16; this CPU \(Old Xeon\) has neither"):
+        require_openvino_bf16()
+    amx = Machine("Xeon with AMX", (0, 1), ("avx512f", "avx512_bf16", "amx_bf16"))
+    monkeypatch.setattr("calo.precision.openvino.detect_machine", lambda: amx)
+    require_openvino_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")  # hw=cascadelake
+    with pytest.raises(CaloError, match=r"precision=bf16_ov: oneDNN is capped at "
+                                        r"AVX512_CORE_VNNI .* no bf16"):
+        require_openvino_bf16()
+
+
+def test_a_stream_worker_runs_the_saved_engine(engines, generator, io, tmp_path: Path) -> None:
+    """One worker (test_bench covers several, pinned apart): it loads the IR and times it."""
+    folder = engine_for(engines, generator, io, Backend.int8_ov).save(tmp_path / "engine")
+    topology = resolve_topology(HardwareConfig(name="test", threads=1, streams=1))
+    with StreamPool("int8_ov", {BATCH: folder}, topology) as pool:
+        (stream,) = pool.measure(RoundRequest(BATCH, warmup_batches=1, seconds=0.0,
+                                              min_batches=2)).streams
+    assert stream.cpus == tuple(topology.stream_cpus()[0]) and stream.batch_size == BATCH
+    assert len(stream.batch_seconds) >= 2 and min(stream.batch_seconds) > 0
+
+
+def test_generate_gives_showers_in_gev(engines, generator, io) -> None:
+    engine = engine_for(engines, generator, io, Backend.fp32_ov)
+    latent = np.random.default_rng(0).standard_normal((BATCH + 3, io.latent_dim))
+    showers = engine.generate(latent, np.full(BATCH + 3, 200.0), batch_size=BATCH)
+    assert showers.shape == (BATCH + 3, 25, 25, 25) and showers.dtype == np.float32
