@@ -4,12 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 STORE := $(CURDIR)/mlruns
+SERVICES := $(CURDIR)/services
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-full bench report ui lint clean
+.PHONY: help install run test test-full bench report ui services services-stop lint clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +40,12 @@ ui: $(INSTALLED)  ## the MLflow UI on http://127.0.0.1:5000 over mlruns/
 	mkdir -p $(STORE)
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \
 		--backend-store-uri sqlite:///$(STORE)/mlflow.db --default-artifact-root $(STORE)/artifacts
+
+services: $(INSTALLED)  ## PostgreSQL + an MLflow server on it, in services/ (ARGS="--slurm" adds SLURM)
+	$(PY) -m calo.services start --folder $(SERVICES) $(ARGS)
+
+services-stop: $(INSTALLED)  ## stop what make services started (the data stays in services/)
+	$(PY) -m calo.services stop --folder $(SERVICES)
 
 lint: $(INSTALLED)  ## ruff over the code
 	$(VENV)/bin/ruff check calo tests
