@@ -117,6 +117,16 @@ def test_slurm_preset_asks_slurm_for_whole_nodes(tmp_path: Path) -> None:
     assert "#SBATCH --exclusive" in script and "#SBATCH --cpus-per-task=56" in script
 
 
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_on_the_slurm_preset(experiment: str) -> None:
+    """hydra/launcher=calo_slurm replaces an experiment's own launcher whole (shower_shapes'
+    joblib settings have no place in a SLURM launcher's config)."""
+    cfg = compose_with_hydra(f"+experiment={experiment}", "hydra/launcher=calo_slurm")
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert "n_jobs" not in cfg.hydra.launcher
+    assert cfg.hydra.sweeper.params.precision  # still the experiment's sweep
+
+
 def test_speed_sweep_on_a_parallel_launcher_is_refused(tmp_path: Path) -> None:
     result = sweep(tmp_path, "hydra/launcher=joblib", "bench.enabled=true",
                    "precision=fp32,int8_inc")
