@@ -61,8 +61,13 @@ def owner_tags() -> dict[str, str]:
 
 
 def _process_alive(pid: int, start: float) -> bool:
+    """Whether the process ``pid`` that started at ``start`` still runs. A zombie does not: it
+    has ended and waits for its parent to read its status, which may never happen (a parent
+    that does not reap, or an init that does not, as in some containers)."""
     try:
-        return abs(psutil.Process(pid).create_time() - start) < 1.0
+        process = psutil.Process(pid)
+        return (abs(process.create_time() - start) < 1.0
+                and process.status() != psutil.STATUS_ZOMBIE)
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
     except psutil.AccessDenied:
