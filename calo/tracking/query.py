@@ -136,14 +136,38 @@ def _find_parent(client: Any, experiment_id: str, sweep: str) -> Any | None:
 
 
 def read_json_artifact(uri: str, run_id: str, path: str) -> dict[str, Any] | None:
-    """A JSON artifact of a run, or None when the run has none by that name."""
+    """A JSON artifact of a run, or None when it cannot be read. Why not is logged at WARNING
+    (what the report draws from it leaves the run out): the run logged no such artifact, the
+    store could not give it, or it is not JSON."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as folder:
         try:
             local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
                                                         dst_path=folder, tracking_uri=uri)
-        except Exception as error:  # absent artifact, unreadable store
-            log.debug("no %s in run %s: %s", path, run_id, one_line(error, 300))
+        except Exception as error:  # MLflow raises many types for an absent artifact
+            log.warning("run %s: cannot read %s: %s", run_id, path,
+                        _missing_reason(uri, run_id, path, error))
             return None
-        return json.loads(Path(local).read_text())
+        try:
+            return json.loads(Path(local).read_text())
+        except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError are ones
+            log.warning("run %s: cannot read %s: not a JSON file (%s)", run_id, path,
+                        one_line(error, 200))
+            return None
+
+
+def _missing_reason(uri: str, run_id: str, path: str, error: Exception) -> str:
+    """Why the store did not give ``path`` of a run, in words: absent, or its error."""
+    try:
+        import mlflow
+
+        parent = os.path.dirname(path) or None
+        listed = {item.path for item in mlflow.MlflowClient(uri).list_artifacts(run_id, parent)}
+    except Exception as listing:  # the store itself is unreadable: say what it answered
+        return f"the store cannot list the run's artifacts ({one_line(listing, 200)})"
+    if path not in listed:
+        near = sorted(listed)
+        return "the run logged no such artifact" + (
+            f" (it has {', '.join(near[:5])}{', ...' if len(near) > 5 else ''})" if near else "")
+    return one_line(error, 300)
