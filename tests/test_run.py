@@ -9,9 +9,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 
 from calo.errors import CaloError
-from calo.paths import PROJECT_ROOT
 from calo.run import run
 from calo.tracking import Tracker
 
@@ -95,7 +95,11 @@ def test_cli_cascadelake_is_scaled_down_and_logged(tmp_path: Path) -> None:
     assert record.data.params["hw/max_isa"] == "AVX512_CORE_VNNI"  # the paper's CPU, no AMX
     assert "capped at AVX512_CORE_VNNI" in result.stderr + result.stdout
     assert int(record.data.params["hw/threads"]) <= len(os.sched_getaffinity(0))
-    assert (PROJECT_ROOT / "conf").is_dir()
+    # run from another folder: Hydra composed the project's conf/ and recorded the job where
+    # hydra.run.dir says, and nothing else was written into the working folder
+    composed = yaml.safe_load((tmp_path / "out" / ".hydra" / "config.yaml").read_text())
+    assert composed["hw"]["name"] == "cascadelake" and composed["model"]["name"] == "tiny"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["c", "mlruns", "out"]
 
 
 def test_a_logged_figure_is_closed_even_with_tracking_off() -> None:
