@@ -11,9 +11,11 @@ a held-out check) and ``depth_shift_x0`` stay as they are.
 
 Each evaluation simulates the same showers (same energies, same seed), so the residuals move
 smoothly with the constants that only place the spots (cell sizes) and scale them (response).
-The Gamma shape draws a different stream of spots when ``alpha_shift`` changes, so its
-residuals carry the spot-level noise (about 1e-4 relative at 1,500 showers), which the forward
-difference step of 0.1 keeps small against its effect. The response only scales each
+A change of ``alpha_shift`` changes which spot depths numpy's Gamma sampler rejects, and so the
+stream of every later spot draw: its residuals carry spot-level noise. The per-shower
+fluctuations, which dominate the statistics' errors, are drawn first and stay the same, and the
+forward-difference step of 0.1 in ``alpha_shift`` keeps that noise small against the effect
+(about -0.17 cells of z std per unit). The response only scales each
 shower's deposits by ``response_100 * (Ep / 100) ** -response_slope``, so showers are simulated
 once per set of cell sizes and shape with a unit response and scaled for any response.
 """
