@@ -2,7 +2,7 @@
 
 Hydra checks types when it composes (``hw.threads=abc`` is refused with the key named); the
 ``__post_init__`` checks below catch values of the right type that make no sense, when the
-composed config is turned into these dataclasses by :func:`to_run_config`.
+composed config is turned into these dataclasses by :func:`to_settings`.
 """
 
 from __future__ import annotations
@@ -28,24 +28,20 @@ __all__ = [
     "PhysicsConfig",
     "PrecisionConfig",
     "RunConfig",
-    "SearchConfig",
-    "SearchGranularity",
-    "SearchMode",
-    "SearchPhysics",
-    "SearchSampler",
-    "SearchSpeed",
     "Strategy",
-    "TrainPrecision",
     "TrackingConfig",
     "TrainConfig",
+    "TrainPrecision",
     "TrainSettings",
     "register_configs",
-    "to_run_config",
+    "require",
     "to_settings",
 ]
 
 
-def _require(condition: bool, message: str) -> None:
+def require(condition: bool, message: str) -> None:
+    """A config value that makes no sense: OmegaConf turns the ValueError into the one-line
+    ``invalid config`` error of :func:`to_settings`."""
     if not condition:
         raise ValueError(message)
 
@@ -75,17 +71,17 @@ class ModelConfig:
     trust_mlflow_loader: bool = False
 
     def __post_init__(self) -> None:
-        _require(self.latent_dim > 0, f"model.latent_dim must be positive, got {self.latent_dim}")
-        _require(
+        require(self.latent_dim > 0, f"model.latent_dim must be positive, got {self.latent_dim}")
+        require(
             len(self.path_filters) == 8 and min(self.path_filters) > 0,
             f"model.path_filters needs 8 positive filter counts, got {self.path_filters}",
         )
-        _require(
+        require(
             len(self.discriminator_filters) == 6 and min(self.discriminator_filters) > 0,
             "model.discriminator_filters needs 6 positive filter counts, "
             f"got {self.discriminator_filters}",
         )
-        _require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
+        require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
 class Backend(StrEnum):
@@ -114,16 +110,16 @@ class PrecisionConfig:
     profile: bool = False  # log the engine's per-op-type time breakdown (TF graph engines)
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             self.calibration_size > 0,
             f"precision.calibration_size must be positive, got {self.calibration_size}",
         )
         energy = self.calibration_energy
-        _require(
+        require(
             len(energy) == 2 and 0.0 < energy[0] < energy[1],
             f"precision.calibration_energy must be [min, max] GeV with 0 < min < max, got {energy}",
         )
-        _require(
+        require(
             self.fixed_batch_size > 0,
             f"precision.fixed_batch_size must be positive, got {self.fixed_batch_size}",
         )
@@ -144,17 +140,17 @@ class HardwareConfig:
     max_isa: str | None = None
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             self.threads is None or self.threads > 0,
             f"hw.threads must be positive, got {self.threads}",
         )
-        _require(self.streams > 0, f"hw.streams must be positive, got {self.streams}")
-        _require(
+        require(self.streams > 0, f"hw.streams must be positive, got {self.streams}")
+        require(
             self.threads is None or self.streams <= self.threads,
             f"hw.streams ({self.streams}) cannot exceed hw.threads ({self.threads}): "
             "each stream needs at least one thread",
         )
-        _require(
+        require(
             self.inter_op_threads > 0,
             f"hw.inter_op_threads must be positive, got {self.inter_op_threads}",
         )
@@ -180,20 +176,20 @@ class DataConfig:
     cell_threshold: float = 1e-6  # GeV; smaller cells are set to zero (3DGAN preprocessing)
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             self.n_showers is None or self.n_showers > 0,
             f"data.n_showers must be a positive number of showers, got {self.n_showers}",
         )
-        _require(
+        require(
             0.0 < self.energy_min < self.energy_max,
             "data.energy_min and data.energy_max must satisfy 0 < min < max, "
             f"got {self.energy_min} and {self.energy_max}",
         )
-        _require(
+        require(
             self.source is not DataSource.reference or self.n_showers is not None,
             "data=reference needs data.n_showers=<number of showers to simulate>",
         )
-        _require(
+        require(
             self.source is not DataSource.eleescan or bool(self.path),
             "data=eleescan needs data.path=<file, folder or glob of EleEscan .h5 files>",
         )
@@ -223,15 +219,15 @@ class PhysicsConfig:
 
     def __post_init__(self) -> None:
         bins = self.energy_bins
-        _require(
+        require(
             len(bins) >= 2 and all(a < b for a, b in zip(bins, bins[1:])),
             f"physics.energy_bins must be at least two increasing edges, got {bins}",
         )
-        _require(
+        require(
             self.hit_threshold >= 0,
             f"physics.hit_threshold must be a non-negative energy in GeV, got {self.hit_threshold}",
         )
-        _require(
+        require(
             self.histogram_bins >= 2,
             f"physics.histogram_bins must be at least 2, got {self.histogram_bins}",
         )
@@ -260,105 +256,14 @@ class BenchConfig:
     def __post_init__(self) -> None:
         for key in ("batch_sizes", "grid_threads", "grid_streams"):
             values = getattr(self, key)
-            _require(len(values) > 0 and min(values) > 0,
-                     f"bench.{key} must be a non-empty list of positive numbers, got {values}")
+            require(len(values) > 0 and min(values) > 0,
+                    f"bench.{key} must be a non-empty list of positive numbers, got {values}")
         for key in ("min_batches", "rounds", "grid_batch_size"):
-            _require(getattr(self, key) > 0,
-                     f"bench.{key} must be positive, got {getattr(self, key)}")
-        _require(self.warmup_batches >= 0,
-                 f"bench.warmup_batches cannot be negative, got {self.warmup_batches}")
-        _require(self.seconds >= 0, f"bench.seconds cannot be negative, got {self.seconds}")
-
-
-class SearchGranularity(StrEnum):
-    node = "node"  # one keep-fp32 switch per quantizable node
-    path = "path"  # one per generator path (xy, zx, yz) and one per node outside the paths
-    depth = "depth"  # one per block index across the three paths, and per node outside them
-
-
-class SearchMode(StrEnum):
-    multi = "multi"  # Pareto front of physics distance and speed
-    single = "single"  # smallest physics distance within search.latency_budget_ms
-
-
-class SearchPhysics(StrEnum):
-    svn = "svn"  # single validation number of the engine's showers against the reference
-    pixel = "pixel"  # pixel-wise distance to fp32 on the same inputs, relative to the ECAL
-
-
-class SearchSpeed(StrEnum):
-    speedup = "speedup"  # throughput ratio to fp32, rounds alternating (maximised)
-    throughput = "throughput"  # showers/s (maximised)
-    latency = "latency"  # median batch latency, ms (minimised)
-
-
-class SearchSampler(StrEnum):
-    auto = "auto"  # nsga2 for mode=multi, tpe for mode=single
-    nsga2 = "nsga2"
-    tpe = "tpe"
-    random = "random"
-
-
-@dataclass
-class SearchConfig:
-    """The mixed-precision search (calo.search): Optuna chooses which int8_inc nodes stay fp32.
-
-    On with ``precision=int8_inc_search`` (which sets ``enabled``). A trial quantizes,
-    generates ``n_showers``, measures their physics and times ``batch_size`` batches.
-    """
-
-    enabled: bool = False
-    n_trials: int = 30  # completed trials the study should hold; a rerun resumes up to it
-    study: str | None = None  # None: <model>-<granularity>-<mode>@<hw>
-    storage: str | None = None  # SQLAlchemy URL; None: sqlite beside the MLflow store
-    granularity: SearchGranularity = SearchGranularity.node
-    mode: SearchMode = SearchMode.multi
-    physics: SearchPhysics = SearchPhysics.pixel
-    speed: SearchSpeed = SearchSpeed.speedup
-    latency_budget_ms: float | None = None  # mode=single: slower trials are infeasible
-    sampler: SearchSampler = SearchSampler.auto
-    population_size: int = 10  # NSGA-II generation size
-    # The first generation: plain int8_inc, then sets of 1..start_switches switches on, where
-    # the int8 speed-up survives (0: Optuna draws them, each switch on with probability 1/2)
-    start_switches: int = 2
-    seed: int = 0  # sampler seed
-    n_showers: int = 1000  # generated per trial (same latents and energies every trial)
-    batch_size: int = 64  # timed batch size
-    bench_seconds: float = 2.0  # timed seconds per round
-    bench_rounds: int = 2  # rounds per trial (alternating with fp32 for speed=speedup)
-    max_failure_rate: float = 0.2  # crashed trials allowed, as a share of n_trials
-    physics_tolerance: float = 0.1  # the chosen point: SVN within this of fp32's ...
-    min_speed_fraction: float = 0.8  # ... keeping this share of plain int8_inc's speed-up
-    compare_with: list[Backend] = field(default_factory=lambda: [Backend.int8_tflite])
-    autotune: bool = True  # also run Neural Compressor's autotune on the study's candidates
-    register_name: str | None = "calo-int8-search"  # MLflow registry name of the chosen engine
-    save_as: str | None = None  # also write the chosen set as conf/precision/<save_as>.yaml
-    save_trial: int | None = None  # python -m calo.search: write this trial (None: the chosen)
-    heartbeat_s: int = 60  # a trial silent for 3x this is failed (and retried) by the next run
-
-    def __post_init__(self) -> None:
-        _require(self.n_trials > 0, f"search.n_trials must be positive (a search of zero trials "
-                                    f"finds nothing), got {self.n_trials}")
-        for key in ("population_size", "n_showers", "batch_size", "bench_rounds",
-                    "heartbeat_s"):
-            _require(getattr(self, key) > 0,
-                     f"search.{key} must be positive, got {getattr(self, key)}")
-        _require(self.population_size >= 2,
-                 f"search.population_size must be at least 2, got {self.population_size}")
-        _require(self.start_switches >= 0,
-                 f"search.start_switches cannot be negative, got {self.start_switches}")
-        _require(self.bench_seconds >= 0,
-                 f"search.bench_seconds cannot be negative, got {self.bench_seconds}")
-        _require(0.0 <= self.max_failure_rate <= 1.0,
-                 f"search.max_failure_rate must be in [0, 1], got {self.max_failure_rate}")
-        _require(self.physics_tolerance >= 0,
-                 f"search.physics_tolerance cannot be negative, got {self.physics_tolerance}")
-        _require(0.0 < self.min_speed_fraction <= 1.0,
-                 f"search.min_speed_fraction must be in (0, 1], got {self.min_speed_fraction}")
-        _require(self.mode is not SearchMode.single or (self.latency_budget_ms or 0) > 0,
-                 "search.mode=single needs search.latency_budget_ms=<positive ms per batch>")
-        _require(self.study is None or bool(self.study.strip()),
-                 "search.study must be a non-empty name (or null for the default)")
+            require(getattr(self, key) > 0,
+                    f"bench.{key} must be positive, got {getattr(self, key)}")
+        require(self.warmup_batches >= 0,
+                f"bench.warmup_batches cannot be negative, got {self.warmup_batches}")
+        require(self.seconds >= 0, f"bench.seconds cannot be negative, got {self.seconds}")
 
 
 @dataclass
@@ -372,17 +277,13 @@ class RunConfig:
     tracking: TrackingConfig = MISSING
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
     seed: int = 42
     batch_size: int = 64
     n_generated: int | None = None  # None: one shower per reference shower
 
     def __post_init__(self) -> None:
-        _require(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
-        _require(not self.search.enabled or self.precision.backend is Backend.int8_inc,
-                 "the search chooses which int8_inc nodes stay fp32: it needs an int8_inc "
-                 f"precision (precision=int8_inc_search), got {self.precision.backend}")
-        _require(
+        require(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
+        require(
             self.n_generated is None or self.n_generated > 0,
             f"n_generated must be positive, got {self.n_generated}",
         )
@@ -433,23 +334,23 @@ class TrainSettings:
         for key in ("epochs", "batch_size", "generator_steps", "checkpoint_every", "log_every",
                     "validation_showers"):
             value = getattr(self, key)
-            _require(value > 0, f"train.{key} must be positive, got {value}")
+            require(value > 0, f"train.{key} must be positive, got {value}")
         # A zero budget is no budget: max_steps=0 used to train every epoch (0 is falsy).
-        _require(self.max_steps is None or self.max_steps > 0,
-                 f"train.max_steps must be a positive number of steps (or null: as many as "
-                 f"train.epochs make), got {self.max_steps}")
-        _require(self.max_minutes is None or self.max_minutes > 0,
-                 f"train.max_minutes must be a positive number of minutes (or null: no time "
-                 f"limit), got {self.max_minutes}")
-        _require(0.0 < self.validation_fraction < 1.0,
-                 f"train.validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        _require(len(self.loss_weights) == 3,
-                 f"train.loss_weights needs 3 weights (BCE, AUX, ECAL), got {self.loss_weights}")
-        _require(self.validate_every is None or self.validate_every > 0,
-                 f"train.validate_every must be positive, got {self.validate_every}")
-        _require(self.relu_epoch >= 0, f"train.relu_epoch must be >= 0, got {self.relu_epoch}")
-        _require(0.0 <= self.label_flip < 0.5,
-                 f"train.label_flip must be in [0, 0.5), got {self.label_flip}")
+        require(self.max_steps is None or self.max_steps > 0,
+                f"train.max_steps must be a positive number of steps (or null: as many as "
+                f"train.epochs make), got {self.max_steps}")
+        require(self.max_minutes is None or self.max_minutes > 0,
+                f"train.max_minutes must be a positive number of minutes (or null: no time "
+                f"limit), got {self.max_minutes}")
+        require(0.0 < self.validation_fraction < 1.0,
+                f"train.validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        require(len(self.loss_weights) == 3,
+                f"train.loss_weights needs 3 weights (BCE, AUX, ECAL), got {self.loss_weights}")
+        require(self.validate_every is None or self.validate_every > 0,
+                f"train.validate_every must be positive, got {self.validate_every}")
+        require(self.relu_epoch >= 0, f"train.relu_epoch must be >= 0, got {self.relu_epoch}")
+        require(0.0 <= self.label_flip < 0.5,
+                f"train.label_flip must be in [0, 0.5), got {self.label_flip}")
 
 
 @dataclass
@@ -481,11 +382,6 @@ def register_configs() -> None:
     store.store(name="train_schema", node=TrainConfig)
     for group, schema in _GROUPS.items():
         store.store(group=group, name=f"{group}_schema", node=schema)
-
-
-def to_run_config(cfg: DictConfig | Any) -> RunConfig:
-    """The composed run config as typed dataclasses, with every value checked."""
-    return to_settings(cfg)
 
 
 def to_settings(cfg: DictConfig | Any) -> Any:

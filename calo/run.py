@@ -14,7 +14,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from calo.cli import exit_on_user_error
-from calo.config import Backend, RunConfig, to_run_config
+from calo.config import Backend, RunConfig, to_settings
 from calo.data import Showers, load_reference
 from calo.hw import Topology, apply_topology, resolve_topology
 from calo.paths import CONFIG_DIR
@@ -28,11 +28,7 @@ log = logging.getLogger("calo.run")
 
 def run(cfg: DictConfig) -> str:
     """Run one job from a composed config; returns the MLflow run ID."""
-    settings = to_run_config(cfg)
-    if settings.search.enabled:  # precision=int8_inc_search: many int8_inc runs (calo/search)
-        from calo.search import run_search
-
-        return run_search(cfg, settings)
+    settings: RunConfig = to_settings(cfg)
     name = f"{settings.precision.name}@{settings.hw.name}"
     with tracked_run(cfg, settings.tracking, run_name=name) as tracker:
         topology = _hardware_stage(settings, tracker)

@@ -1,4 +1,4 @@
-"""``python -m calo.run ...`` with a barrier before the process's first trial, for
+"""``python -m calo.search ...`` with a barrier before the process's first trial, for
 tests/test_search_run.py's shared study: ``python search_barrier_worker.py FOLDER COUNT
 <overrides>`` waits at its first trial until COUNT processes have reached theirs (one file each
 in FOLDER), so every process runs a trial however late it started, with no timing to hope for.
@@ -18,9 +18,9 @@ TIMEOUT_S = 600.0
 def main() -> None:
     folder, count = Path(sys.argv[1]), int(sys.argv[2])
     del sys.argv[1:3]
-    from calo.search import runner
+    from calo.search import trials
 
-    measure = runner._measure_trial
+    measure = trials._measure_trial
     waited: list[int] = []
 
     def after_barrier(state, trial, patterns):
@@ -35,8 +35,8 @@ def main() -> None:
                 time.sleep(0.2)
         return measure(state, trial, patterns)
 
-    runner._measure_trial = after_barrier
-    runpy.run_module("calo.run", run_name="__main__", alter_sys=True)
+    trials._measure_trial = after_barrier
+    runpy.run_module("calo.search", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

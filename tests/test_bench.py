@@ -31,7 +31,7 @@ from calo.bench import (
 from calo.bench.plot import plot_grid
 from calo.bench.tables import markdown_table
 from calo.bench.worker import RoundRequest, StreamPool
-from calo.config import BenchConfig, HardwareConfig, to_run_config
+from calo.config import BenchConfig, HardwareConfig, to_settings
 from calo.errors import CaloError
 from calo.hw import Machine, Topology, resolve_topology
 from calo.model.io import NetworkIO
@@ -45,7 +45,7 @@ QUICK = BenchConfig(batch_sizes=[1, 4], warmup_batches=1, seconds=0.0, min_batch
 def tiny_saved(folder: Path, *overrides: str) -> SavedEngines:
     """The tiny generator's engine, saved for batch sizes 1 and 4 as the benchmark does."""
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        settings = to_run_config(compose("run", ["model=tiny", *overrides]))
+        settings = to_settings(compose("run", ["model=tiny", *overrides]))
     generator, _ = load_generator(settings.model)
     return save_engines(generator, NetworkIO.from_config(settings.model), settings.precision,
                         [1, 4], folder)

@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from calo.bench.__main__ import compose_variants
 from calo.bench.suite import run_suite, suite_table
-from calo.config import to_run_config
+from calo.config import to_settings
 from calo.errors import CaloError
 from calo.paths import CONFIG_DIR
 from calo.run import run
@@ -83,12 +83,12 @@ def test_suite_runs_each_precision_as_a_child_and_skips_what_is_missing(compose_
 def test_bad_bench_settings_are_one_line_errors(compose_run, override: str,
                                                 message: str) -> None:
     with pytest.raises(CaloError, match=message) as error:
-        to_run_config(compose_run(override, config_name="bench"))
+        to_settings(compose_run(override, config_name="bench"))
     assert "\n" not in str(error.value)
 
 
 def test_bench_config_composes_the_full_model_in_every_precision(compose_run) -> None:
-    settings = to_run_config(compose_run(config_name="bench"))
+    settings = to_settings(compose_run(config_name="bench"))
     assert settings.model.name == "full" and settings.bench.enabled
     assert settings.bench.batch_sizes == [1, 64]
     assert {"fp32", "int8_inc", "int8_tflite"} <= set(settings.bench.precisions)

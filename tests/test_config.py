@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from calo.config import Backend, DataSource, RunConfig, to_run_config
+from calo.config import Backend, DataSource, RunConfig, to_settings
 from calo.errors import CaloError, one_line
 from calo.paths import CONFIG_DIR
 
@@ -23,13 +23,13 @@ def options(group: str) -> list[str]:
 def test_every_option_composes(compose_run, group: str) -> None:
     for option in options(group):
         extra = REQUIRED.get(f"{group}/{option}", [])
-        settings = to_run_config(compose_run(f"{group}={option}", *extra))
+        settings = to_settings(compose_run(f"{group}={option}", *extra))
         assert isinstance(settings, RunConfig)
         assert getattr(settings, group).name == option
 
 
 def test_defaults_are_the_papers_model_in_fp32_on_this_machine(compose_run) -> None:
-    settings = to_run_config(compose_run())
+    settings = to_settings(compose_run())
     assert settings.model.name == "full"
     assert settings.precision.backend is Backend.fp32
     assert settings.hw.name == "local" and settings.hw.threads is None
@@ -37,7 +37,7 @@ def test_defaults_are_the_papers_model_in_fp32_on_this_machine(compose_run) -> N
 
 
 def test_cascadelake_is_the_papers_topology(compose_run) -> None:
-    hw = to_run_config(compose_run("hw=cascadelake")).hw
+    hw = to_settings(compose_run("hw=cascadelake")).hw
     assert (hw.threads, hw.streams, hw.sockets, hw.cores_per_socket) == (56, 7, 2, 28)
     assert "avx512_vnni" in hw.isa
 
@@ -67,21 +67,21 @@ def test_misspelled_option_lists_the_available_ones(compose_run) -> None:
 def test_bad_values_are_one_line_errors(compose_run, override: str, message: str | None) -> None:
     cfg = compose_run(override)
     if message is None:
-        to_run_config(cfg)
+        to_settings(cfg)
         return
     with pytest.raises(CaloError, match=message) as error:
-        to_run_config(cfg)
+        to_settings(cfg)
     assert "\n" not in str(error.value)
 
 
 def test_more_streams_than_threads_is_refused(compose_run) -> None:
     with pytest.raises(CaloError, match="cannot exceed"):
-        to_run_config(compose_run("hw.threads=2", "hw.streams=3"))
+        to_settings(compose_run("hw.threads=2", "hw.streams=3"))
 
 
 def test_eleescan_needs_a_path(compose_run) -> None:
     with pytest.raises(CaloError, match="data.path"):
-        to_run_config(compose_run("data=eleescan"))
+        to_settings(compose_run("data=eleescan"))
 
 
 def test_one_line_keeps_the_first_non_blank_line_and_names_a_silent_error() -> None:

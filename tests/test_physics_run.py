@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from calo.config import Backend, to_run_config
+from calo.config import Backend, to_settings
 from calo.data import load_reference
 from calo.model.io import NetworkIO
 from calo.model.weights import load_generator
@@ -40,7 +40,7 @@ def test_a_run_logs_the_physics_metrics_figures_and_table(compose_run, store: Pa
 
 
 def test_a_quantized_engine_gets_an_fp32_twin_on_the_same_inputs(compose_run) -> None:
-    settings = to_run_config(compose_run(*TINY, "data.n_showers=20"))
+    settings = to_settings(compose_run(*TINY, "data.n_showers=20"))
     reference = load_reference(settings.data)
     generator, _ = load_generator(settings.model)
     engine = FP32Engine.from_keras(generator, NetworkIO.from_config(settings.model))

@@ -153,10 +153,10 @@ def test_unknown_keep_fp32_name_lists_the_valid_ones(generator, io) -> None:
 
 
 def test_empty_calibration_set_is_refused(generator, io, compose_run) -> None:
-    from calo.config import to_run_config
+    from calo.config import to_settings
 
     with pytest.raises(CaloError, match="calibration_size must be positive"):
-        to_run_config(compose_run("model=tiny", "precision=int8_inc",
+        to_settings(compose_run("model=tiny", "precision=int8_inc",
                                   "precision.calibration_size=0"))
     with pytest.raises(CaloError, match="calibration set is empty"):
         build_inc_engine(inference_graph(generator), io, precision(Backend.int8_inc), "int8",

@@ -10,9 +10,10 @@ import optuna
 import pytest
 import yaml
 
-from calo.config import PrecisionConfig, SearchConfig, SearchGranularity, SearchMode, SearchSpeed
+from calo.config import PrecisionConfig
 from calo.errors import CaloError
 from calo.precision.inc import resolve_keep_fp32
+from calo.search.config import SearchConfig, SearchGranularity, SearchMode, SearchSpeed
 from calo.search.export import MARKER, option_text, reproduce_overrides, save_option
 from calo.search.space import SearchSpace
 from calo.search.study import SETUP_ATTR, SPACE_ATTR, check_study, open_storage, open_study
@@ -141,7 +142,7 @@ def test_an_option_not_written_by_the_search_is_never_overwritten(tmp_path: Path
 
 
 def test_reproduce_overrides_name_what_differs_from_the_defaults() -> None:
-    precision = PrecisionConfig(name="int8_inc_search", calibration_size=32)
+    precision = PrecisionConfig(name="int8_inc", calibration_size=32)
     assert reproduce_overrides(precision, ["xy4_conv", "paths"]) == (
         "precision=int8_inc precision.keep_fp32=[xy4_conv,paths] precision.calibration_size=32")
 
@@ -223,21 +224,25 @@ def test_bad_search_settings_are_one_line_errors(compose_run, override: str,
                                                  message: str) -> None:
     from hydra.errors import ConfigCompositionException
 
-    from calo.config import to_run_config
+    from calo.config import to_settings
 
     with pytest.raises((CaloError, ConfigCompositionException)) as error:
-        to_run_config(compose_run("precision=int8_inc_search", override))
+        to_settings(compose_run(override, config_name="search"))
     assert message in str(error.value)
 
 
 def test_the_search_needs_an_int8_inc_precision(compose_run) -> None:
-    from calo.config import to_run_config
+    from hydra.errors import ConfigCompositionException
+
+    from calo.config import to_settings
 
     with pytest.raises(CaloError, match="needs an int8_inc precision"):
-        to_run_config(compose_run("precision=int8_tflite", "search.enabled=true"))
-    settings = to_run_config(compose_run("precision=int8_inc_search"))
-    assert settings.search.enabled and settings.precision.backend.value == "int8_inc"
+        to_settings(compose_run("precision=int8_tflite", config_name="search"))
+    settings = to_settings(compose_run(config_name="search"))
+    assert settings.precision.backend.value == "int8_inc"
     assert settings.precision.calibration_size == 256  # int8_inc's own settings
+    with pytest.raises(ConfigCompositionException, match="search"):  # not a run's setting
+        compose_run("search.n_trials=3")
 
 
 def test_the_first_generation_starts_next_to_plain_int8() -> None:

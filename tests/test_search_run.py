@@ -4,6 +4,7 @@ quantizes, generates 64 showers and times a few batches in stream worker process
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -17,24 +18,30 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from calo.config import to_run_config
+from calo.config import to_settings
 from calo.errors import CaloError
 from calo.precision.inc import resolve_keep_fp32
-from calo.run import run
 from calo.search.export import save_study_option
+from calo.search.pipeline import run_search
 from calo.search.study import SPACE_ATTR, open_storage
 
-from .conftest import TINY, needs_int8_kernels
+from .conftest import needs_int8_kernels
 
 pytestmark = [needs_int8_kernels,
               pytest.mark.filterwarnings("ignore:.*binned physics metrics will be noisy",
                                          "ignore::optuna.exceptions.ExperimentalWarning")]
 
 # One short timed round per trial; no comparisons unless a test asks for them.
-QUICK = ["precision=int8_inc_search", "precision.calibration_size=32", "search.n_showers=64",
+QUICK = ["model=tiny", "data.n_showers=200", "precision.calibration_size=32", "search.n_showers=64",
          "search.batch_size=16", "search.bench_seconds=0", "search.bench_rounds=1",
          "bench.warmup_batches=1", "bench.min_batches=2", "search.population_size=2",
          "search.compare_with=[]", "search.autotune=false", "search.register_name=null"]
+
+
+@pytest.fixture
+def search_config(compose_run):
+    """conf/search.yaml composed with overrides (store and cache in the test's folder)."""
+    return functools.partial(compose_run, config_name="search")
 
 
 def client(store: Path) -> mlflow.MlflowClient:
@@ -60,14 +67,14 @@ CHOOSE_CLOSEST = ["search.physics=pixel", "search.physics_tolerance=1000",
                   "search.min_speed_fraction=0.01"]
 
 
-def test_a_rerun_resumes_the_study_under_the_same_parent(compose_run, store: Path,
+def test_a_rerun_resumes_the_study_under_the_same_parent(search_config, store: Path,
                                                          tmp_path: Path) -> None:
-    parent_id = run(compose_run(*TINY, *QUICK, *CHOOSE_CLOSEST, "search.n_trials=1"))
+    parent_id = run_search(search_config(*QUICK, *CHOOSE_CLOSEST, "search.n_trials=1"))
     study = load(store)
     assert [t.number for t in study.get_trials(states=(TrialState.COMPLETE,))] == [0]
     assert study.trials[0].user_attrs["keep_fp32"] == []  # every search starts at plain int8
 
-    again = run(compose_run(*TINY, *QUICK, *CHOOSE_CLOSEST, "search.n_trials=2",
+    again = run_search(search_config(*QUICK, *CHOOSE_CLOSEST, "search.n_trials=2",
                             "search.autotune=true", "search.register_name=calo-search-test"))
     assert again == parent_id
     trials = load(store).get_trials(states=(TrialState.COMPLETE,))
@@ -111,7 +118,7 @@ def test_a_rerun_resumes_the_study_under_the_same_parent(compose_run, store: Pat
     assert model.predict(inputs).shape == (2, 25, 25, 25)  # showers from the registered engine
 
     chosen = int(metrics["search/chosen/trial"])
-    settings = to_run_config(compose_run(*TINY, *QUICK, *CHOOSE_CLOSEST,
+    settings = to_settings(search_config(*QUICK, *CHOOSE_CLOSEST,
                                          "search.save_as=int8_inc_best"))
     path = save_study_option(settings, tmp_path)
     saved = yaml.safe_load(path.read_text())
@@ -123,7 +130,7 @@ def test_a_rerun_resumes_the_study_under_the_same_parent(compose_run, store: Pat
 
 
 def test_crashed_trials_fail_alone_until_the_failure_budget_is_spent(
-        compose_run, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        search_config, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from calo.search.evaluate import Evaluator
 
     measure = Evaluator.measure
@@ -134,11 +141,11 @@ def test_crashed_trials_fail_alone_until_the_failure_budget_is_spent(
         return measure(self, precision, engine)
 
     monkeypatch.setattr(Evaluator, "measure", crash_unless_plain)
-    cfg = compose_run(*TINY, *QUICK, "search.n_trials=3", "search.max_failure_rate=0.34",
+    cfg = search_config(*QUICK, "search.n_trials=3", "search.max_failure_rate=0.34",
                       "search.speed=latency")
     with pytest.raises(CaloError, match=r"search stopped: 2 trials failed, more than "
                                         r"search.max_failure_rate=0.34 of search.n_trials=3"):
-        run(cfg)
+        run_search(cfg)
     study = load(store)
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]  # none lost
@@ -151,7 +158,7 @@ def test_crashed_trials_fail_alone_until_the_failure_budget_is_spent(
     assert parent.data.metrics["search/n_failed"] == 2  # the summary was still recorded
 
 
-def test_a_study_of_another_space_is_refused(compose_run, store: Path) -> None:
+def test_a_study_of_another_space_is_refused(search_config, store: Path) -> None:
     storage = open_storage(f"sqlite:///{store / 'optuna.db'}", heartbeat_s=60)
     other = optuna.create_study(study_name="taken", storage=storage,
                                 directions=["minimize", "maximize"])
@@ -159,19 +166,19 @@ def test_a_study_of_another_space_is_refused(compose_run, store: Path) -> None:
                                                                      "switches": {"a": []}}})
     with pytest.raises(CaloError, match="study 'taken' in sqlite:///.* belongs to another "
                                         "search space"):
-        run(compose_run(*TINY, *QUICK, "search.study=taken"))
+        run_search(search_config(*QUICK, "search.study=taken"))
     assert len(other.trials) == 0 and "search" not in runs_by_role(store)
 
 
 def cli(tmp_path: Path, store: Path, *overrides: str,
         barrier: tuple[Path, int] | None = None) -> subprocess.Popen:
-    """``python -m calo.run`` on the tiny search; with ``barrier`` (folder, count), through
+    """``python -m calo.search`` on the tiny search; with ``barrier`` (folder, count), through
     search_barrier_worker.py: its first trial waits until ``count`` processes reach theirs."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    entry = ["-m", "calo.run"] if barrier is None else [
+    entry = ["-m", "calo.search"] if barrier is None else [
         str(Path(__file__).with_name("search_barrier_worker.py")), str(barrier[0]),
         str(barrier[1])]
-    command = [sys.executable, *entry, *TINY, *QUICK,
+    command = [sys.executable, *entry, *QUICK,
                f"tracking.store_dir={store}", f"data.cache_dir={tmp_path / 'c'}",
                f"hydra.run.dir={tmp_path / 'out'}", *overrides]
     return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -208,13 +215,13 @@ def test_an_unreachable_storage_is_a_one_line_error(tmp_path: Path, store: Path)
     assert "Traceback" not in output and "secret" not in output
 
 
-def test_the_plain_baseline_is_measured_before_the_summary(compose_run, store: Path,
+def test_the_plain_baseline_is_measured_before_the_summary(search_config, store: Path,
                                                            monkeypatch) -> None:
     """A worker killed in the plain int8_inc trial leaves it failed and its retry queued behind
     the other trials: the study must still measure plain int8_inc before it is summarised."""
-    from calo.search import runner
+    from calo.search import trials
 
-    measure = runner._measure_trial
+    measure = trials._measure_trial
     failed: list[int] = []
 
     def killed_once(state, trial, patterns):
@@ -223,8 +230,8 @@ def test_the_plain_baseline_is_measured_before_the_summary(compose_run, store: P
             raise RuntimeError("worker killed")
         return measure(state, trial, patterns)
 
-    monkeypatch.setattr(runner, "_measure_trial", killed_once)
-    run(compose_run(*TINY, *QUICK, "search.n_trials=2", "search.max_failure_rate=0.5"))
+    monkeypatch.setattr(trials, "_measure_trial", killed_once)
+    run_search(search_config(*QUICK, "search.n_trials=2", "search.max_failure_rate=0.5"))
     study = load(store)
     assert failed == [0] and study.trials[0].state is TrialState.FAIL
     plain = [t for t in study.get_trials(states=(TrialState.COMPLETE,))

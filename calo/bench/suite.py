@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from calo.bench.engines import FP32, SavedEngines, save_engines
 from calo.bench.stage import BenchReport, bench_batch_sizes, log_report, measure
 from calo.bench.tables import markdown_table
-from calo.config import Backend, RunConfig, to_run_config
+from calo.config import Backend, RunConfig, to_settings
 from calo.errors import CaloError
 from calo.hw import Topology, apply_topology, resolve_topology
 from calo.tracking import Tracker, tracked_run
@@ -44,7 +44,7 @@ def run_suite(cfg: DictConfig, variants: Mapping[str, DictConfig],
               skipped: Mapping[str, str] | None = None) -> list[SuiteRow]:
     """Benchmark each composed variant (a run config per precision) against one shared fp32
     baseline; ``skipped`` names precisions that could not even be composed, with the reason."""
-    settings = to_run_config(cfg)
+    settings = to_settings(cfg)
     topology = resolve_topology(settings.hw)
     apply_topology(topology)
     suite_tags = {"bench_suite": uuid.uuid4().hex[:12]}
@@ -84,7 +84,7 @@ def _measure_variants(settings: RunConfig, variants: Mapping[str, DictConfig],
         log.info("building the fp32 baseline engine")
         baseline = save_engines(generator, io, FP32, sizes, folder)
         for name, cfg in variants.items():
-            variant = to_run_config(cfg)
+            variant = to_settings(cfg)
             if variant.precision.backend is Backend.fp32:
                 candidate: SavedEngines = baseline
             else:

@@ -19,14 +19,7 @@ import numpy as np
 
 from calo.bench import BenchResult, SavedEngines, benchmark, save_engines
 from calo.bench.engines import FP32
-from calo.config import (
-    BenchConfig,
-    PrecisionConfig,
-    RunConfig,
-    SearchConfig,
-    SearchPhysics,
-    SearchSpeed,
-)
+from calo.config import BenchConfig, PrecisionConfig
 from calo.data import Showers
 from calo.hw import Topology
 from calo.model.io import NetworkIO, sample_latent
@@ -34,6 +27,7 @@ from calo.physics.features import extract_features
 from calo.physics.pixelwise import pixelwise
 from calo.physics.validate import compare
 from calo.precision.engine import Engine
+from calo.search.config import SearchConfig, SearchJobConfig, SearchPhysics, SearchSpeed
 
 __all__ = ["DISTANCE_KEYS", "SPEED_KEYS", "Evaluator", "Measurement"]
 
@@ -82,8 +76,8 @@ class Evaluator:
     """The fixed inputs, the reference and the fp32 baseline of a search, made once; then
     :meth:`measure` for each engine."""
 
-    def __init__(self, generator, settings: RunConfig, topology: Topology, reference: Showers,
-                 folder: Path) -> None:
+    def __init__(self, generator, settings: SearchJobConfig, topology: Topology,
+                 reference: Showers, folder: Path) -> None:
         search = settings.search
         self.settings, self.topology, self.generator = settings, topology, generator
         self.io = NetworkIO.from_config(settings.model)
@@ -91,6 +85,7 @@ class Evaluator:
         self.latent = sample_latent(search.n_showers, settings.model.latent_dim,
                                     settings.model.latent_distribution, rng)
         self.energy = reference.energy[np.arange(search.n_showers) % len(reference)]
+        self.n_reference = len(reference)
         self.reference = extract_features(reference, settings.physics.hit_threshold)
         log.info("search baseline: %d fp32 showers on the trials' inputs", search.n_showers)
         fp32_engine = self._fp32_engine()

@@ -8,11 +8,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from calo.config import PrecisionConfig, RunConfig, SearchMode, SearchPhysics, SearchSpeed
+import hydra
+from omegaconf import DictConfig
+
+from calo.cli import exit_on_user_error
+from calo.config import PrecisionConfig, to_settings
 from calo.errors import CaloError
 from calo.paths import CONFIG_DIR
+from calo.search.config import SearchJobConfig, SearchMode, SearchPhysics, SearchSpeed
 
-__all__ = ["MARKER", "option_text", "reproduce_overrides", "save_option", "save_study_option"]
+__all__ = ["MARKER", "main", "option_text", "reproduce_overrides", "save_option",
+           "save_study_option"]
 
 # The first line of every option file the search writes: only such files are overwritten.
 MARKER = "# Written by calo.search"
@@ -74,8 +80,9 @@ def save_option(name: str, text: str, folder: Path = CONFIG_DIR / "precision") -
     return path
 
 
-def save_study_option(settings: RunConfig, folder: Path = CONFIG_DIR / "precision") -> Path:
-    """``python -m calo.search``: write a trial of a finished (or running) study, the chosen
+def save_study_option(settings: SearchJobConfig,
+                      folder: Path = CONFIG_DIR / "precision") -> Path:
+    """``python -m calo.search.export``: write a trial of a finished (or running) study, the chosen
     point unless ``search.save_trial`` names one, as ``<folder>/<search.save_as>.yaml``."""
     from dataclasses import replace
 
@@ -86,7 +93,7 @@ def save_study_option(settings: RunConfig, folder: Path = CONFIG_DIR / "precisio
 
     search = settings.search
     if not search.save_as:
-        raise CaloError("python -m calo.search writes a precision option: give "
+        raise CaloError("python -m calo.search.export writes a precision option: give "
                         "search.save_as=<name> (and search.save_trial=<number>, else the "
                         "chosen point)")
     url, name = storage_url(search, settings.tracking), study_name(settings)
@@ -110,3 +117,20 @@ def save_study_option(settings: RunConfig, folder: Path = CONFIG_DIR / "precisio
             f"{row.throughput:.0f} showers/s")
     return save_option(search.save_as, option_text(search.save_as, row.keep_fp32,
                                                    setup["calibration"], note), folder)
+
+
+def _export(cfg: DictConfig) -> None:
+    path = save_study_option(to_settings(cfg))
+    print(f"wrote {path}: run it with precision={path.stem}")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="search")
+def main(cfg: DictConfig) -> None:
+    """``python -m calo.search.export search.save_as=int8_inc_best [search.save_trial=N]``: a
+    trial of a search's study (the chosen point unless search.save_trial names one) as the
+    precision option conf/precision/<search.save_as>.yaml, found as the search found it."""
+    exit_on_user_error(_export, cfg)
+
+
+if __name__ == "__main__":
+    main()

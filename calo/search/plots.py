@@ -9,7 +9,7 @@ import mplhep
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from calo.config import SearchConfig, SearchMode, SearchPhysics, SearchSpeed
+from calo.search.config import SearchConfig, SearchMode, SearchPhysics, SearchSpeed
 from calo.search.summary import Selection, TrialRow
 
 __all__ = ["plot_front"]

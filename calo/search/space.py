@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calo.config import SearchGranularity
 from calo.errors import CaloError
 from calo.precision.inc import layer_name
+from calo.search.config import SearchGranularity
 
 __all__ = ["PARAM_PREFIX", "SearchSpace", "Switch"]
 

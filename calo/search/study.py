@@ -18,16 +18,16 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from calo.config import (
-    RunConfig,
+from calo.config import TrackingConfig
+from calo.errors import CaloError, one_line
+from calo.paths import resolve
+from calo.search.config import (
     SearchConfig,
+    SearchJobConfig,
     SearchMode,
     SearchSampler,
     SearchSpeed,
-    TrackingConfig,
 )
-from calo.errors import CaloError, one_line
-from calo.paths import resolve
 
 __all__ = ["FP32_SVN_ATTR", "PARENT_RUN_ATTR", "SETUP_ATTR", "SPACE_ATTR", "EnqueuedFirstNSGAII",
            "check_study", "count", "directions", "make_sampler", "open_storage", "open_study",
@@ -100,7 +100,7 @@ def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
                     "sqlite:///path/optuna.db or postgresql://user@host/db)") from failure
 
 
-def study_name(settings: RunConfig) -> str:
+def study_name(settings: SearchJobConfig) -> str:
     """``search.study``, or ``<model>-<granularity>-<mode>@<hw>``."""
     search = settings.search
     return search.study or (f"{settings.model.name}-{search.granularity.value}-"
@@ -151,7 +151,7 @@ def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=search.seed)
 
 
-def search_setup(settings: RunConfig) -> dict[str, Any]:
+def search_setup(settings: SearchJobConfig) -> dict[str, Any]:
     """Everything a trial's numbers depend on besides its fallback set: a study measured with
     other values is another study."""
     search, precision = settings.search, settings.precision

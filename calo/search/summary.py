@@ -17,8 +17,8 @@ from statistics import median
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from calo.config import SearchConfig, SearchMode, SearchSpeed
 from calo.errors import CaloError
+from calo.search.config import SearchConfig, SearchMode, SearchSpeed
 from calo.search.evaluate import DISTANCE_KEYS, SPEED_KEYS
 from calo.search.study import FP32_SVN_ATTR
 
