@@ -29,10 +29,10 @@ from calo.bench import (
     save_engines,
 )
 from calo.bench.plot import plot_grid
-from calo.bench.tables import markdown_table
 from calo.bench.worker import RoundRequest, StreamPool
 from calo.config import BenchConfig, HardwareConfig, to_settings
 from calo.errors import CaloError
+from calo.formatting import markdown_table
 from calo.hw import Machine, Topology, resolve_topology
 from calo.model.io import NetworkIO
 from calo.model.weights import load_generator

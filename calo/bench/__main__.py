@@ -14,9 +14,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from calo.bench.suite import run_suite, suite_table
-from calo.bench.tables import markdown_table
 from calo.cli import exit_on_user_error
 from calo.errors import one_line
+from calo.formatting import markdown_table
 from calo.paths import CONFIG_DIR
 
 __all__ = ["compose_variants", "main"]

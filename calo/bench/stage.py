@@ -11,8 +11,8 @@ from calo.bench.engines import FP32, SavedEngines, save_engines
 from calo.bench.plot import plot_grid
 from calo.bench.results import BenchResult, GridResult
 from calo.bench.runner import benchmark, benchmark_grid
-from calo.bench.tables import markdown_table
 from calo.config import Backend, BenchConfig, RunConfig
+from calo.formatting import markdown_table
 from calo.hw import Topology, detect_machine
 from calo.precision.engine import Engine
 from calo.tracking import Tracker

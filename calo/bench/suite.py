@@ -18,9 +18,9 @@ from omegaconf import DictConfig
 
 from calo.bench.engines import FP32, SavedEngines, save_engines
 from calo.bench.stage import BenchReport, bench_batch_sizes, log_report, measure
-from calo.bench.tables import markdown_table
 from calo.config import Backend, RunConfig, to_settings
 from calo.errors import CaloError
+from calo.formatting import markdown_table
 from calo.hw import Topology, apply_topology, resolve_topology
 from calo.tracking import Tracker, tracked_run
 from calo.tracking.sweep import PARENT_TAG

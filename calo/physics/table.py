@@ -10,10 +10,10 @@ them), so it works on ``MlflowClient().get_run(id).data.metrics`` as well as on 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 from calo.data.calibration import PUBLISHED_SHAPES
+from calo.formatting import DASH, number, with_error
 
 __all__ = ["PAPER", "SHAPES", "render_run_table", "render_table"]
 
@@ -76,36 +76,21 @@ def _row(label: str, metrics: Mapping[str, float], sample: str, distances: str,
 
     cells = [label]
     for shape in SHAPES:
-        moment = _with_error(get(f"{sample}/{shape}"), get(f"{sample}/{shape}_err"), 3)
+        moment = with_error(get(f"{sample}/{shape}"), get(f"{sample}/{shape}_err"))
         cells.append(_with_paper(moment, paper.get(shape), "{:.2f}"))
-    cells.append(_with_paper(_number(get(f"{distances}/svn")), paper.get("svn"), "{:.3f}"))
-    cells.append(_number(get(f"{distances}/analysis_metric")))
-    cells.append(_number(get(f"{distances}/sep_mean")))
-    cells.append(_number(get("engine_vs_fp32/svn")) if sample == "engine" else "—")
-    pixel = (_with_error(get("engine_vs_fp32/pixel_abs_mean"),
-                         get("engine_vs_fp32/pixel_abs_std"), None)
-             if sample == "engine" else "—")
+    cells.append(_with_paper(number(get(f"{distances}/svn")), paper.get("svn"), "{:.3f}"))
+    cells.append(number(get(f"{distances}/analysis_metric")))
+    cells.append(number(get(f"{distances}/sep_mean")))
+    cells.append(number(get("engine_vs_fp32/svn")) if sample == "engine" else DASH)
+    pixel = (with_error(get("engine_vs_fp32/pixel_abs_mean"), get("engine_vs_fp32/pixel_abs_std"))
+             if sample == "engine" else DASH)
     paper_pixel = (f"{paper['pixel_abs_mean']:.3f} ± {paper['pixel_abs_std']:.3f}"
                    if "pixel_abs_mean" in paper else None)
     cells.append(f"{pixel} ({paper_pixel})" if paper_pixel else pixel)
-    cells.append(_with_error(get("engine_vs_fp32/pixel_rel_mean"),
-                             get("engine_vs_fp32/pixel_rel_std"), None)
-                 if sample == "engine" else "—")
+    cells.append(with_error(get("engine_vs_fp32/pixel_rel_mean"),
+                            get("engine_vs_fp32/pixel_rel_std"))
+                 if sample == "engine" else DASH)
     return "| " + " | ".join(cells) + " |"
-
-
-def _number(value: float | None) -> str:
-    return "—" if value is None or not math.isfinite(value) else f"{value:.3g}"
-
-
-def _with_error(value: float | None, error: float | None, decimals: int | None) -> str:
-    """``value ± error``: fixed decimals (error to one significant digit), or 3 significant."""
-    if value is None or not math.isfinite(value):
-        return "—"
-    text = f"{value:.{decimals}f}" if decimals is not None else f"{value:.3g}"
-    if error is None or not math.isfinite(error):
-        return text
-    return f"{text} ± {error:.1g}" if decimals is not None else f"{text} ± {error:.2g}"
 
 
 def _with_paper(text: str, paper: float | None, style: str) -> str:

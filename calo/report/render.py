@@ -7,6 +7,7 @@ import base64
 from html import escape
 from pathlib import Path
 
+from calo.formatting import grid_table
 from calo.report.build import Report
 from calo.report.tables import Cell, Table
 
@@ -105,12 +106,8 @@ def _markdown_cell(cell: Cell) -> str:
 
 
 def _markdown_table(table: Table) -> str:
-    """Plain rows, unpadded (calo.bench.tables pads them, but importing calo.bench loads
-    TensorFlow: seconds a report has no use for)."""
-    lines = [table.columns, ["---"] * len(table.columns),
-             *([_markdown_cell(cell) for cell in row] for row in table.rows)]
-    body = "\n".join("| " + " | ".join(line) + " |" for line in lines) if table.rows \
-        else "(no rows)"
+    rows = [[_markdown_cell(cell) for cell in row] for row in table.rows]
+    body = grid_table(table.columns, rows) if rows else "(no rows)"
     notes = "".join(f"\n{note}\n" for note in table.notes)
     return f"## {table.title}\n\n{body}\n{notes}"
 

@@ -7,20 +7,17 @@ Metric names are the runs' own (README, "Metric names"): ``bench/...`` for speed
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from calo.formatting import DASH, fixed, number, with_error
 from calo.physics.table import SHAPES
 from calo.report.paper import PAPER, PAPER_MACHINE, PAPER_SPEED, PAPER_TOPOLOGY
 from calo.report.runs import ReportRun, baseline_run
 
 __all__ = ["Cell", "Table", "paper_tables", "pixel_table", "shapes_table", "speed_table",
            "svn_table"]
-
-DASH = "—"
-
 
 @dataclass(frozen=True)
 class Cell:
@@ -41,25 +38,6 @@ class Table:
 
     def add(self, *cells: Cell | str) -> None:
         self.rows.append([c if isinstance(c, Cell) else Cell(c) for c in cells])
-
-
-def number(value: float | None, digits: int = 3) -> str:
-    """``digits`` significant digits; whole numbers from 10**digits up (no 2e+03)."""
-    if value is None or not math.isfinite(value):
-        return DASH
-    return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
-
-
-def fixed(value: float | None, decimals: int) -> str:
-    return DASH if value is None or not math.isfinite(value) else f"{value:.{decimals}f}"
-
-
-def with_error(value: float | None, error: float | None, decimals: int | None = None) -> str:
-    """``value ± error``: fixed decimals, or 3 significant digits when ``decimals`` is None."""
-    text = number(value) if decimals is None else fixed(value, decimals)
-    if text == DASH or error is None or not math.isfinite(error):
-        return text
-    return f"{text} ± {number(error, 2)}"
 
 
 def _run_cells(run: ReportRun | None) -> list[Cell]:
@@ -151,7 +129,7 @@ def shapes_table(runs: list[ReportRun]) -> Table:
     def cells(run: ReportRun, sample: str, paper: Mapping[str, float]) -> list[str]:
         return [text for shape in SHAPES for text in (
             with_error(run.metric(f"physics/{sample}/{shape}"),
-                       run.metric(f"physics/{sample}/{shape}_err"), 3),
+                       run.metric(f"physics/{sample}/{shape}_err")),
             fixed(paper.get(shape), 2))]
 
     if baseline is not None:

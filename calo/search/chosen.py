@@ -29,7 +29,7 @@ def record_result(job: SearchJob, parent: Tracker, others: dict[str, dict[str, f
                    complete: bool) -> None:
     """The front, table, chosen point and comparison points on the parent run; unless the
     search was cut short, also the chosen engine."""
-    from calo.bench.tables import markdown_table
+    from calo.formatting import markdown_table
     from calo.search.plots import plot_front
 
     search, study = job.settings.search, job.study

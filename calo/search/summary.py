@@ -148,7 +148,7 @@ def select(rows: Sequence[TrialRow], plain: TrialRow | None, fp32_svn: float,
 
 def table_rows(rows: Sequence[TrialRow], front: Sequence[TrialRow],
                chosen: TrialRow | None, fp32_svn: float) -> list[dict[str, object]]:
-    """Rows for a Markdown table (calo.bench.tables.markdown_table), front trials marked."""
+    """Rows for a Markdown table (calo.formatting.markdown_table), front trials marked."""
     on_front = {row.number for row in front}
     return [{"trial": row.number,
              "front": "yes" if row.number in on_front else "",
