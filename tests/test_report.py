@@ -116,8 +116,8 @@ def test_tables_put_measured_values_beside_the_papers(sweep_store) -> None:
     assert _row(_table(report, "table1"), "fp32")[-2] == "M1"
     shapes = _table(report, "table3")
     reference = _row(shapes, "reference (simulated)")
-    assert reference[1] == "12.000 ± 0.001" and reference[2] == "12.00"
-    assert _row(shapes, "int8_inc")[1:3] == ["12.040 ± 0.001", "12.03"]
+    assert reference[1] == "12.0000 ± 0.0010" and reference[2] == "12.00"
+    assert _row(shapes, "int8_inc")[1:3] == ["12.0400 ± 0.0010", "12.03"]
     assert _row(_table(report, "table4"), "int8_inc")[1:4] == ["0.02", "0.003", "0.053"]
     assert _row(_table(report, "table5"), "int8_inc")[1:3] == ["0.21", "0.04"]
     assert _row(_table(report, "table5"), "fp16_tflite (paper only)")[5:7] == ["0.133", "0.291"]

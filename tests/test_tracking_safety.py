@@ -228,8 +228,8 @@ def test_a_registered_engine_loads_as_data_and_a_pickle_in_it_is_refused(store: 
     from calo.config import Backend, PrecisionConfig
     from calo.model.io import NetworkIO
     from calo.precision import build_engine, load_engine
+    from calo.precision.pyfunc import log_engine_model
     from calo.tracking import Tracker
-    from calo.tracking.engines import log_engine_model
 
     io = NetworkIO()
     engine = build_engine(build_generator(TINY_MODEL), io,

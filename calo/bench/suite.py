@@ -23,7 +23,7 @@ from calo.errors import CaloError
 from calo.formatting import markdown_table
 from calo.hw import Topology, apply_topology, resolve_topology
 from calo.tracking import Tracker, tracked_run
-from calo.tracking.sweep import PARENT_TAG
+from calo.tracking.tags import PARENT_TAG
 
 __all__ = ["SuiteRow", "run_suite", "suite_table"]
 

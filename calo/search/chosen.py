@@ -133,7 +133,7 @@ def _register(job: SearchJob, row: TrialRow, folder: str, parent: Tracker) -> No
     study registered this trial under that name last time."""
     import numpy as np
 
-    from calo.tracking.engines import log_engine_model
+    from calo.precision.pyfunc import log_engine_model
 
     register_name = job.settings.search.register_name
     registration = {"run": parent.run_id, "trial": row.number, "name": register_name}

@@ -31,7 +31,7 @@ from calo.search.study import (
     study_name,
     wait_for_attr,
 )
-from calo.tracking.sweep import PARENT_TAG
+from calo.tracking.tags import PARENT_TAG
 
 __all__ = ["SearchJob", "open_search"]
 
@@ -127,7 +127,7 @@ def open_search(cfg: DictConfig, settings: SearchJobConfig, topology: Topology,
 
 def _parent_run_id(job: SearchJob, created: bool) -> str | None:
     """The study's parent run, when this store holds it; None: start one."""
-    from calo.tracking.engines import run_exists
+    from calo.tracking.query import run_exists
 
     tracking = job.settings.tracking
     if not tracking.enabled:

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from calo.config import TrackingConfig
 from calo.errors import CaloError, one_line
-from calo.tracking.store import check_server
-from calo.tracking.sweep import PARENT_TAG
+from calo.tracking.store import check_server, configure_store
+from calo.tracking.tags import PARENT_TAG
 
-__all__ = ["RunRecord", "SweepRuns", "load_sweep", "read_json_artifact"]
+__all__ = ["RunRecord", "SweepRuns", "load_sweep", "read_json_artifact", "run_exists"]
 
 log = logging.getLogger(__name__)
 
@@ -171,3 +172,18 @@ def _missing_reason(uri: str, run_id: str, path: str, error: Exception) -> str:
         return "the run logged no such artifact" + (
             f" (it has {', '.join(near[:5])}{', ...' if len(near) > 5 else ''})" if near else "")
     return one_line(error, 300)
+
+
+def run_exists(tracking: TrackingConfig, run_id: str) -> bool:
+    """Whether the store holds the run ``run_id`` (a study may outlive the store it was
+    first tracked in)."""
+    import mlflow
+
+    if not tracking.enabled:
+        return False
+    configure_store(tracking)
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True

@@ -21,6 +21,7 @@ from calo.config import TrackingConfig
 from calo.errors import one_line
 from calo.hw import detect_machine
 from calo.tracking.store import configure_store, tracking_uri
+from calo.tracking.tags import PARENT_TAG, git_tags
 
 __all__ = [
     "SWEEP_RECORD",
@@ -38,7 +39,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SWEEP_RECORD = "mlflow_sweep.json"  # in the sweep folder: which parent run the jobs belong to
-PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests children under their parent
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,6 @@ def start_sweep(tracking: TrackingConfig, name: str, sweep_dir: Path,
     experiment_id = configure_store(tracking)
     client = mlflow.MlflowClient()
     from calo.tracking.owner import owner_tags
-    from calo.tracking.tracker import git_tags
 
     run = client.create_run(
         experiment_id, run_name=f"sweep:{name}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,10 +16,10 @@ from calo.cli import terminate_as_interrupt
 from calo.config import TrackingConfig
 from calo.errors import one_line
 from calo.hw import detect_machine
-from calo.paths import PROJECT_ROOT
 from calo.tracking.owner import Heartbeat, owner_tags
 from calo.tracking.store import configure_store
 from calo.tracking.sweep import sweep_job_tags
+from calo.tracking.tags import git_tags, hydra_tags
 
 __all__ = ["Tracker", "flatten", "tracked_run"]
 
@@ -37,28 +36,6 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def git_tags() -> dict[str, str]:
-    def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
-        return result.stdout.strip() if result.returncode == 0 else ""
-
-    commit = git("rev-parse", "HEAD")
-    return {"git/commit": commit or "unknown", "git/dirty": str(bool(git("status", "--porcelain")))}
-
-
-def hydra_tags() -> dict[str, str]:
-    """Config-group choices and command-line overrides, when running under Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {}
-    hydra_cfg = HydraConfig.get()
-    tags = {f"choice/{group}": str(option) for group, option in hydra_cfg.runtime.choices.items()
-            if not group.startswith("hydra") and option is not None}
-    tags["overrides"] = " ".join(hydra_cfg.overrides.task) or "(none)"
-    return tags
 
 
 def _recording(method: Callable[..., Any]) -> Callable[..., Any]:

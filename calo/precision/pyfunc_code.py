@@ -3,6 +3,6 @@ the model, so that no pickled object is ever executed."""
 
 import mlflow
 
-from calo.tracking.engines import EngineModel
+from calo.precision.pyfunc import EngineModel
 
 mlflow.models.set_model(EngineModel())

@@ -1,8 +1,8 @@
 """Engines in MLflow: a saved calo engine logged as a pyfunc model and registered in the model
-registry, and the run lookup a resumed search needs.
+registry.
 
 The registered model wraps the saved engine folder (``Engine.save``); its code is
-``engine_pyfunc.py`` (MLflow "models from code", nothing pickled), which loads the folder with
+``pyfunc_code.py`` (MLflow "models from code", nothing pickled), which loads the folder with
 :func:`calo.precision.load_engine` (calo must be installed where it is loaded):
 
     model = mlflow.pyfunc.load_model("models:/calo-int8-search/1")
@@ -20,11 +20,9 @@ import mlflow
 import numpy as np
 from mlflow.pyfunc import PythonModel
 
-from calo.config import TrackingConfig
-from calo.tracking.store import configure_store
-from calo.tracking.tracker import Tracker
+from calo.tracking import Tracker
 
-__all__ = ["EngineModel", "log_engine_model", "run_exists"]
+__all__ = ["EngineModel", "log_engine_model"]
 
 ENGINE_ARTIFACT = "engine"
 
@@ -51,7 +49,7 @@ def log_engine_model(tracker: Tracker, folder: str | Path, name: str,
     if tracker.run_id is None:
         return None
     info = mlflow.pyfunc.log_model(
-        name=name, python_model=str(Path(__file__).with_name("engine_pyfunc.py")),
+        name=name, python_model=str(Path(__file__).with_name("pyfunc_code.py")),
         artifacts={ENGINE_ARTIFACT: str(folder)}, input_example=input_example,
         registered_model_name=registered_name,
         pip_requirements=[f"numpy=={np.__version__}", _tensorflow_requirement()])
@@ -65,16 +63,3 @@ def _tensorflow_requirement() -> str:
         return f"tensorflow-cpu=={version('tensorflow-cpu')}"
     except PackageNotFoundError:
         return f"tensorflow=={version('tensorflow')}"
-
-
-def run_exists(tracking: TrackingConfig, run_id: str) -> bool:
-    """Whether the store holds the run ``run_id`` (a study may outlive the store it was
-    first tracked in)."""
-    if not tracking.enabled:
-        return False
-    configure_store(tracking)
-    try:
-        mlflow.MlflowClient().get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        return False
-    return True
