@@ -7,7 +7,7 @@ STORE := $(CURDIR)/mlruns
 SERVICES := $(CURDIR)/services
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-full bench report ui services services-stop lint clean
+.PHONY: help install run test test-full test-cluster bench report ui services services-stop lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ run: $(INSTALLED)  ## the main job on the built-in defaults, logged to mlruns/
 
 test: $(INSTALLED)  ## the test suite (tiny models; what CI runs)
 	$(PY) -m pytest -m "not slow"
+
+test-cluster: $(INSTALLED)  ## only the cluster tests: PostgreSQL, MLflow server, one-node SLURM
+	$(PY) -m pytest -m "cluster and not slow"
 
 test-full: $(INSTALLED)  ## every test, the slow full-size and JAX ones too
 	$(PY) -m pip install --quiet -e ".[dev,jax]"

@@ -1,10 +1,12 @@
 """Shared fixtures: configs composed the way Hydra composes them, a throw-away MLflow store and
-data cache per test, and small samples of reference showers."""
+data cache per test, small samples of reference showers, and the services of a cluster
+started on this machine (PostgreSQL, an MLflow server on it, a one-node SLURM cluster)."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from calo.config import ModelConfig
 from calo.data import Showers, simulate_reference
 from calo.paths import CONFIG_DIR
 from calo.precision.inc import has_int8_kernels
+from calo.services import MlflowServer, PostgresServer, SlurmCluster
 
 # The benchmark (worker processes, seconds of timing) runs only in the tests that ask for it.
 TINY = ["model=tiny", "data.n_showers=200", "batch_size=50", "bench.enabled=false"]
@@ -78,3 +81,53 @@ def reference_sample() -> Showers:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of its own (initdb in a temporary folder, 127.0.0.1 on a free port),
+    stopped and removed after the session; skipped only where its programs are missing."""
+    missing = PostgresServer.missing()
+    if missing:
+        pytest.skip(f"PostgreSQL server programs missing: {', '.join(missing)} (Debian: "
+                    "apt-get install postgresql; .ci/run installs it)")
+    # directly under /tmp: run as root, the server runs as 'postgres', which cannot enter
+    # pytest's private /tmp/pytest-of-root
+    folder = Path(tempfile.mkdtemp(prefix="calo-postgres-"))
+    server = PostgresServer(folder)
+    try:
+        server.start(fsync=False)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_on_postgres(postgres: PostgresServer,
+                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """``mlflow server`` on the session's PostgreSQL (database ``mlflow``), serving its
+    artifacts from a temporary folder."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"),
+                          postgres.create_database("mlflow"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """A one-node SLURM cluster on this machine (MUNGE, MariaDB + slurmdbd, slurmctld,
+    slurmd), stopped after the session; skipped only where its programs are missing or this
+    is not root (slurmd must be)."""
+    reason = SlurmCluster.unavailable()
+    if reason:
+        pytest.skip(reason)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
