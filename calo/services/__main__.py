@@ -67,7 +67,8 @@ def start(folder: Path, pg_port: int, mlflow_port: int, slurm: bool) -> None:
         print(f"SLURM        export SLURM_CONF={state['slurm_conf']}")
     print(f"\nrun against them:  tracking=server tracking.uri={state['tracking_uri']} "
           f"search.storage={state['search_storage']}")
-    print(f"(the same as shell variables: source {folder / 'env.sh'}); stop: make services-stop")
+    print(f"(the same as shell variables: source {folder / 'env.sh'})\nstop them: "
+          f"python -m calo.services stop --folder {folder} (make services-stop)")
 
 
 def stop(folder: Path) -> None:
