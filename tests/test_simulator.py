@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calo.data.calibration import PUBLISHED_SHAPES, sampling_fraction_fit
 from calo.data.simulator import ShowerParameters, simulate_showers
 from calo.physics.shapes import sampling_fraction, shape_summary
+from calo.published import PUBLISHED_SHAPES, sampling_fraction_fit
 
 
 def test_shower_shapes_match_the_real_sample_within_3_percent(reference_sample) -> None:

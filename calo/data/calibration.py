@@ -17,29 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-from numpy.typing import NDArray
+from calo.published import PUBLISHED_SHAPES
 
 if TYPE_CHECKING:
     from calo.data.simulator import ShowerParameters
     from calo.data.simulator_checks import HeldOutChecks
     from calo.data.simulator_fit import CalibrationFit
 
-__all__ = ["PUBLISHED_SHAPES", "CalibrationReport", "HeldOutRow", "calibration_report",
-           "format_report", "heldout_rows", "sampling_fraction_fit", "write_between_markers"]
-
-# The paper's Table 3 (Geant4), energy-weighted moments of the average profile in cell indices.
-PUBLISHED_SHAPES = {"y_mean": 12.00, "y_std": 1.45, "z_mean": 13.85, "z_std": 4.62}
-
-# The public 3DGAN fit of ECAL / Ep for electrons, in percent, of Ep / 100 GeV.
-_FIT_COEFFICIENTS = (0.0018, -0.023, 0.11, -0.28, 2.21)
+__all__ = ["CalibrationReport", "HeldOutRow", "calibration_report", "format_report",
+           "heldout_rows", "write_between_markers"]
 
 BEGIN, END = "<!-- calibration:begin -->", "<!-- calibration:end -->"
-
-
-def sampling_fraction_fit(energy: NDArray[np.floating] | float) -> NDArray[np.float64]:
-    """ECAL / Ep of the real sample at primary energy Ep (GeV): 2.02 % at 100, 1.81 % at 500."""
-    return np.polyval(_FIT_COEFFICIENTS, np.asarray(energy, dtype=np.float64) / 100.0) / 100.0
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ class CalibrationSample:
 def calibration_targets(sample: CalibrationSample) -> dict[str, float]:
     """The published statistics the fit aims at: Table 3's shapes and the public ECAL / Ep fit
     at the sample's fixed energies."""
-    from calo.data.calibration import PUBLISHED_SHAPES, sampling_fraction_fit
+    from calo.published import PUBLISHED_SHAPES, sampling_fraction_fit
 
     return {**PUBLISHED_SHAPES, **{sf_key(energy): float(sampling_fraction_fit(energy))
                                    for energy in sample.fixed_energies}}

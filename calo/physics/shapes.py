@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from calo.data.calibration import sampling_fraction_fit
+from calo.published import sampling_fraction_fit
 
 __all__ = [
     "PROFILE_SUMS",

@@ -12,24 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from calo.data.calibration import PUBLISHED_SHAPES
 from calo.formatting import DASH, number, with_error
+from calo.published import PAPER, PUBLISHED_SHAPES
 
-__all__ = ["PAPER", "SHAPES", "render_run_table", "render_table"]
-
-# The paper's values: Table 3 (energy-weighted mean and std of the average profile, cells),
-# Table 4 (MSE-based single validation number: the paper's own definition, not ours) and
-# Table 5 (pixel-wise mean and std, units not stated).
-PAPER: dict[str, dict[str, float]] = {
-    "reference": dict(PUBLISHED_SHAPES),
-    "fp32": {"y_mean": 12.02, "y_std": 1.46, "z_mean": 13.81, "z_std": 4.50, "svn": 0.061},
-    "int8_inc": {"y_mean": 12.03, "y_std": 1.45, "z_mean": 13.91, "z_std": 4.48, "svn": 0.053,
-                 "pixel_abs_mean": 1.550, "pixel_abs_std": 0.191},
-    "fp16_tflite": {"y_mean": 12.05, "y_std": 1.13, "z_mean": 13.78, "z_std": 4.50,
-                    "svn": 0.254, "pixel_abs_mean": 0.133, "pixel_abs_std": 0.291},
-    "int8_tflite": {"y_mean": 12.10, "y_std": 1.19, "z_mean": 14.25, "z_std": 4.62,
-                    "svn": 0.340, "pixel_abs_mean": 4.054, "pixel_abs_std": 0.721},
-}
+__all__ = ["SHAPES", "render_run_table", "render_table"]
 
 _COLUMNS = ("sample", "y mean", "y std", "z mean", "z std", "SVN vs ref.", "3DGAN metric vs ref.",
             "separation vs ref.", "SVN vs fp32", "pixel-wise sum abs diff [GeV]",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from calo.formatting import DASH, fixed, number, with_error
 from calo.physics.table import SHAPES
-from calo.report.paper import PAPER, PAPER_MACHINE, PAPER_SPEED, PAPER_TOPOLOGY
+from calo.published import PAPER, PAPER_MACHINE, PAPER_SPEED, PAPER_TOPOLOGY
 from calo.report.runs import ReportRun, baseline_run
 
 __all__ = ["Cell", "Table", "paper_tables", "pixel_table", "shapes_table", "speed_table",

@@ -27,8 +27,8 @@ from keras import losses, ops
 from numpy.typing import NDArray
 
 from calo.config import LatentDistribution, TrainSettings
-from calo.data.calibration import sampling_fraction_fit
 from calo.model.io import NetworkIO, sample_latent
+from calo.published import sampling_fraction_fit
 
 __all__ = ["GanBatch", "LOSS_PARTS", "Targets", "loss_metrics", "make_batch", "weighted_loss"]
 
