@@ -17,8 +17,8 @@ from calo.cli import exit_on_user_error
 from calo.config import Backend, RunConfig, to_settings
 from calo.data import Showers, load_reference
 from calo.hw import Topology, apply_topology, resolve_topology
+from calo.multirun import is_sweep_job, run_sweep_job
 from calo.paths import CONFIG_DIR
-from calo.sweep import is_sweep_job, run_sweep_job
 from calo.tracking import Tracker, tracked_run
 
 __all__ = ["main", "run"]

@@ -13,11 +13,11 @@ import yaml
 from calo.config import PrecisionConfig
 from calo.errors import CaloError
 from calo.precision.inc import resolve_keep_fp32
-from calo.search.config import SearchConfig, SearchGranularity, SearchMode, SearchSpeed
 from calo.search.export import MARKER, option_text, reproduce_overrides, save_option
+from calo.search.pareto import TrialRow, pareto_front, plain_int8, select
+from calo.search.settings import SearchConfig, SearchGranularity, SearchMode, SearchSpeed
 from calo.search.space import SearchSpace
 from calo.search.study import SETUP_ATTR, SPACE_ATTR, check_study, open_storage, open_study
-from calo.search.summary import TrialRow, pareto_front, plain_int8, select
 
 # Neural Compressor's quantizable nodes of the generator, in its order.
 NODES = ([("seed_dense/MatMul", "MatMul")]

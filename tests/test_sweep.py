@@ -15,8 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from calo.errors import CaloError
+from calo.multirun import check_benchmark_launcher, concurrency_reason, sweep_name
 from calo.paths import CONFIG_DIR, PROJECT_ROOT
-from calo.sweep import check_benchmark_launcher, concurrency_reason, sweep_name
 
 from .conftest import TINY
 

@@ -2,11 +2,12 @@
 they have them); :func:`validate` runs them all, :mod:`calo.physics.plots` draws the results."""
 
 from calo.physics.validate import (
-    Comparison,
     MeasuredReference,
+    SampleComparison,
     ValidationResult,
     measure_reference,
     validate,
 )
 
-__all__ = ["Comparison", "MeasuredReference", "ValidationResult", "measure_reference", "validate"]
+__all__ = ["MeasuredReference", "SampleComparison", "ValidationResult", "measure_reference",
+           "validate"]

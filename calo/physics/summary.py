@@ -19,7 +19,7 @@ from calo.physics.shapes import (
     sampling_fraction_fit,
 )
 
-__all__ = ["SampleSummary", "bin_label", "summarize"]
+__all__ = ["SampleSummary", "bin_label", "summarize_sample"]
 
 
 def bin_label(low: float, high: float) -> str:
@@ -76,7 +76,7 @@ class SampleSummary:
         return metrics
 
 
-def summarize(features: ShowerFeatures, energy_edges: NDArray[np.floating]) -> SampleSummary:
+def summarize_sample(features: ShowerFeatures, energy_edges: NDArray[np.floating]) -> SampleSummary:
     """The :class:`SampleSummary` of a sample's features, binned by ``energy_edges`` (GeV)."""
     edges = np.asarray(energy_edges, dtype=np.float64)
     energy = features.energy

@@ -28,10 +28,10 @@ from calo.physics.binning import bin_counts
 from calo.physics.features import ShowerFeatures, extract_features
 from calo.physics.pixelwise import Pixelwise, check_paired, pixelwise
 from calo.physics.separation import Separation, separation_powers
-from calo.physics.summary import SampleSummary, summarize
+from calo.physics.summary import SampleSummary, summarize_sample
 from calo.physics.svn import SvnResult, single_validation_number
 
-__all__ = ["Comparison", "MeasuredReference", "SampleLike", "ValidationResult", "compare",
+__all__ = ["SampleComparison", "MeasuredReference", "SampleLike", "ValidationResult", "compare",
            "measure_reference", "validate"]
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ MIN_EVENTS_PER_BIN = 50
 
 
 @dataclass(frozen=True)
-class Comparison:
+class SampleComparison:
     """How far one sample is from another: SVN, 3DGAN analysis metric, separation powers."""
 
     svn: SvnResult
@@ -75,7 +75,7 @@ class ValidationResult:
 
     energy_edges: NDArray[np.float64]
     samples: dict[str, SampleSummary]
-    comparisons: dict[str, Comparison]
+    comparisons: dict[str, SampleComparison]
     pixelwise: Pixelwise | None
 
     @property
@@ -100,10 +100,10 @@ class ValidationResult:
 
 def compare(
     reference: ShowerFeatures, generated: ShowerFeatures, settings: PhysicsConfig
-) -> Comparison:
+) -> SampleComparison:
     """All distances of ``generated`` from ``reference``."""
     edges = np.asarray(settings.energy_bins, dtype=np.float64)
-    return Comparison(
+    return SampleComparison(
         svn=single_validation_number(reference, generated, edges),
         analysis=analysis_metric(reference, generated, edges),
         separation=separation_powers(reference, generated, settings.histogram_bins),
@@ -122,7 +122,7 @@ class MeasuredReference:
     settings: PhysicsConfig
     features: ShowerFeatures
     summary: SampleSummary
-    floor: Comparison
+    floor: SampleComparison
 
 
 def measure_reference(
@@ -174,7 +174,7 @@ def validate(
 
     log.info("physics: summaries and comparisons")
     summaries = {"reference": measured.summary}
-    summaries.update({name: summarize(features[name], edges) for name in distinct})
+    summaries.update({name: summarize_sample(features[name], edges) for name in distinct})
     comparisons = {name: compare(measured.features, features[name], settings)
                    for name in distinct}
     comparisons["floor"] = measured.floor
@@ -203,7 +203,7 @@ def _measure_reference(showers: Showers, settings: PhysicsConfig,
     features = extract_features(showers, settings.hit_threshold, progress)
     _warn_if_small({"reference": features}, edges, stacklevel=4)
     floor = compare(*_halves(features, settings.floor_seed), settings)
-    return MeasuredReference(settings, features, summarize(features, edges), floor)
+    return MeasuredReference(settings, features, summarize_sample(features, edges), floor)
 
 
 def as_showers(sample: SampleLike, name: str) -> Showers:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-import calo.search.config  # noqa: F401  (registers the search_schema the root config names)
+import calo.search.settings  # noqa: F401  (registers the search_schema the root config names)
 from calo.cli import exit_on_user_error
 from calo.paths import CONFIG_DIR
 

@@ -14,8 +14,8 @@ from calo.config import PrecisionConfig
 from calo.precision.engine import Engine
 from calo.search.export import option_text, reproduce_overrides, save_option
 from calo.search.job import SearchJob
+from calo.search.pareto import Selection, TrialRow, summarize_study, table_rows
 from calo.search.study import SETUP_ATTR, count
-from calo.search.summary import Selection, TrialRow, summarize, table_rows
 from calo.tracking import Tracker
 
 __all__ = ["record_result"]
@@ -30,10 +30,10 @@ def record_result(job: SearchJob, parent: Tracker, others: dict[str, dict[str, f
     """The front, table, chosen point and comparison points on the parent run; unless the
     search was cut short, also the chosen engine."""
     from calo.formatting import markdown_table
-    from calo.search.plots import plot_front
+    from calo.search.front_plot import plot_front
 
     search, study = job.settings.search, job.study
-    summary = summarize(study, search)
+    summary = summarize_study(study, search)
     selection = summary.selection
     failed = count(study, TrialState.FAIL)
     parent.log_metrics({"search/n_complete": len(summary.rows), "search/n_failed": failed,

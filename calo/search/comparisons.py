@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from calo.errors import CaloError
 from calo.search.job import SearchJob
-from calo.search.summary import TrialRow, summarize
+from calo.search.pareto import TrialRow, summarize_study
 from calo.tracking import tracked_run
 
 __all__ = ["compare"]
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def compare(job: SearchJob) -> dict[str, dict[str, float]]:
     """The points the search is compared with: other backends, Neural Compressor's autotune."""
-    summary = summarize(job.study, job.settings.search)
+    summary = summarize_study(job.study, job.settings.search)
     others = _compare_backends(job)
     if job.settings.search.autotune and summary.rows:
         others.update(_autotune_stage(job, summary.rows))

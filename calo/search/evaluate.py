@@ -27,13 +27,13 @@ from calo.physics.features import extract_features
 from calo.physics.pixelwise import pixelwise
 from calo.physics.validate import compare
 from calo.precision.engine import Engine
-from calo.search.config import SearchConfig, SearchJobConfig, SearchPhysics, SearchSpeed
+from calo.search.settings import SearchConfig, SearchJobConfig, SearchPhysics, SearchSpeed
 
-__all__ = ["DISTANCE_KEYS", "SPEED_KEYS", "Evaluator", "Measurement"]
+__all__ = ["DISTANCE_KEYS", "SPEED_KEYS", "Evaluator", "TrialMeasurement"]
 
 log = logging.getLogger(__name__)
 
-# The objectives' keys in Measurement.summary() (what a trial records in the study): the one
+# The objectives' keys in TrialMeasurement.summary() (what a trial records in the study): the one
 # mapping from the search's objectives to the measured numbers, for trials and summary alike.
 DISTANCE_KEYS = {SearchPhysics.svn: "svn", SearchPhysics.pixel: "pixel"}
 SPEED_KEYS = {SearchSpeed.speedup: "speedup", SearchSpeed.throughput: "throughput",
@@ -41,7 +41,7 @@ SPEED_KEYS = {SearchSpeed.speedup: "speedup", SearchSpeed.throughput: "throughpu
 
 
 @dataclass(frozen=True)
-class Measurement:
+class TrialMeasurement:
     """One engine as the search sees it: physics against the reference and fp32, and speed."""
 
     physics: dict[str, float]
@@ -155,10 +155,10 @@ class Evaluator:
         result = self._time(first, second, replace(self.bench_config(), rounds=rounds))
         return float(result.comparisons[self.settings.search.batch_size].speedup)
 
-    def measure(self, precision: PrecisionConfig, engine: Engine) -> Measurement:
+    def measure(self, precision: PrecisionConfig, engine: Engine) -> TrialMeasurement:
         physics, svn, pixel = self.physics(engine)
         result = self.speed(precision, engine)
         comparison = result.comparisons[self.settings.search.batch_size]
-        return Measurement(physics, result.metrics(), svn, pixel,
+        return TrialMeasurement(physics, result.metrics(), svn, pixel,
                            comparison.candidate.latency_median_ms,
                            comparison.candidate.throughput, comparison.speedup)

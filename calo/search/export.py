@@ -15,7 +15,7 @@ from calo.cli import exit_on_user_error
 from calo.config import PrecisionConfig, to_settings
 from calo.errors import CaloError
 from calo.paths import CONFIG_DIR
-from calo.search.config import SearchJobConfig, SearchMode, SearchPhysics, SearchSpeed
+from calo.search.settings import SearchJobConfig, SearchMode, SearchPhysics, SearchSpeed
 
 __all__ = ["MARKER", "main", "option_text", "reproduce_overrides", "save_option",
            "save_study_option"]
@@ -88,8 +88,8 @@ def save_study_option(settings: SearchJobConfig,
 
     import optuna
 
+    from calo.search.pareto import summarize_study
     from calo.search.study import SETUP_ATTR, open_storage, safe_url, storage_url, study_name
-    from calo.search.summary import summarize
 
     search = settings.search
     if not search.save_as:
@@ -106,7 +106,7 @@ def save_study_option(settings: SearchJobConfig,
     measured = replace(search, physics=SearchPhysics(setup["physics"]),
                        speed=SearchSpeed(setup["speed"]), mode=SearchMode(setup["mode"]),
                        latency_budget_ms=setup["latency_budget_ms"])
-    summary = summarize(study, measured)
+    summary = summarize_study(study, measured)
     rows = {row.number: row for row in summary.rows}
     number = summary.selection.row.number if search.save_trial is None else search.save_trial
     if number not in rows:

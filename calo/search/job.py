@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 from calo.config import PrecisionConfig
 from calo.hw import Topology
 from calo.precision.engine import Engine
-from calo.search.config import SearchJobConfig
 from calo.search.evaluate import Evaluator
+from calo.search.settings import SearchJobConfig
 from calo.search.space import SearchSpace
 from calo.search.study import (
     PARENT_RUN_ATTR,

@@ -25,8 +25,8 @@ from calo.config import to_settings
 from calo.hw import apply_topology, resolve_topology
 from calo.search.chosen import record_result
 from calo.search.comparisons import compare
-from calo.search.config import SearchJobConfig
 from calo.search.job import SearchJob, open_search
+from calo.search.settings import SearchJobConfig
 from calo.search.study import FP32_SVN_ATTR, PARENT_RUN_ATTR, count
 from calo.search.trials import ensure_baseline, optimize
 from calo.tracking import Tracker, tracked_run

@@ -22,7 +22,7 @@ import numpy as np
 
 from calo.errors import CaloError
 from calo.precision.inc import layer_name
-from calo.search.config import SearchGranularity
+from calo.search.settings import SearchGranularity
 
 __all__ = ["PARAM_PREFIX", "SearchSpace", "Switch"]
 

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from calo.config import TrackingConfig
 from calo.errors import CaloError, one_line
 from calo.paths import resolve
-from calo.search.config import (
+from calo.search.settings import (
     SearchConfig,
     SearchJobConfig,
     SearchMode,

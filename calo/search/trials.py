@@ -13,10 +13,10 @@ from optuna.trial import TrialState
 
 from calo.errors import CaloError, one_line
 from calo.precision.engine import Engine
-from calo.search.config import SearchMode
-from calo.search.evaluate import Measurement
+from calo.search.evaluate import TrialMeasurement
 from calo.search.export import reproduce_overrides
 from calo.search.job import SearchJob
+from calo.search.settings import SearchMode
 from calo.search.study import count
 from calo.tracking import tracked_run
 
@@ -132,7 +132,7 @@ def _sample(job: SearchJob, trial: optuna.Trial) -> tuple[list[str], list[str]]:
 
 
 def _measure_trial(job: SearchJob, trial: optuna.Trial, patterns: list[str]
-                   ) -> tuple[Measurement, Engine]:
+                   ) -> tuple[TrialMeasurement, Engine]:
     """The trial's engine (``patterns`` kept in fp32) built and measured in a child run of the
     search."""
     precision, child_cfg = job.child_precision(keep_fp32=patterns)

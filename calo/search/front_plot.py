@@ -1,4 +1,4 @@
-"""The Pareto front of a search as a figure; it draws what calo.search.summary computed."""
+"""The Pareto front of a search as a figure; it draws what calo.search.pareto computed."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import mplhep
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from calo.search.config import SearchConfig, SearchMode, SearchPhysics, SearchSpeed
-from calo.search.summary import Selection, TrialRow
+from calo.search.pareto import Selection, TrialRow
+from calo.search.settings import SearchConfig, SearchMode, SearchPhysics, SearchSpeed
 
 __all__ = ["plot_front"]
 

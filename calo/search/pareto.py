@@ -18,12 +18,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from calo.errors import CaloError
-from calo.search.config import SearchConfig, SearchMode, SearchSpeed
 from calo.search.evaluate import DISTANCE_KEYS, SPEED_KEYS
+from calo.search.settings import SearchConfig, SearchMode, SearchSpeed
 from calo.search.study import FP32_SVN_ATTR
 
 __all__ = ["Selection", "Summary", "TrialRow", "pareto_front", "plain_int8", "select",
-           "summarize", "table_rows", "trial_rows"]
+           "summarize_study", "table_rows", "trial_rows"]
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ class Summary:
     selection: Selection
 
 
-def summarize(study: optuna.Study, search: SearchConfig) -> Summary:
+def summarize_study(study: optuna.Study, search: SearchConfig) -> Summary:
     """The summary of everything the study holds (every process's trials)."""
     fp32_svn = study.user_attrs.get(FP32_SVN_ATTR)
     if fp32_svn is None:
