@@ -4,12 +4,14 @@ started on this machine (PostgreSQL, an MLflow server on it, a one-node SLURM cl
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -83,33 +85,71 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
 
 
+# Every session's services live under one folder of their own, with the session's process: a
+# session killed before its teardown (a timeout, SIGKILL) leaves daemons running, and the next
+# session stops them. Directly under /tmp: run as root, PostgreSQL runs as 'postgres', which
+# cannot enter pytest's private /tmp/pytest-of-root.
+SERVICES_ROOT = Path(tempfile.gettempdir()) / f"calo-test-services-{os.getuid()}"
+SESSION_FILE = "session"  # "<pid> <process start time>" of the pytest process
+
+
+def _session_alive(folder: Path) -> bool:
+    try:
+        pid, started = (folder / SESSION_FILE).read_text().split()
+        return abs(psutil.Process(int(pid)).create_time() - float(started)) < 1.0
+    except (OSError, ValueError, psutil.Error):
+        return False
+
+
+def _stop_services(folder: Path) -> None:
+    """Stop whatever a session started in ``folder`` (each part only if it is there)."""
+    if (folder / "slurm" / "slurm.conf").is_file():
+        SlurmCluster(folder / "slurm").stop()
+    MlflowServer(folder / "mlflow", "").stop()
+    if (folder / "postgres" / "data" / "PG_VERSION").is_file():
+        PostgresServer(folder / "postgres").stop()
+
+
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
+def services_folder() -> Iterator[Path]:
+    """This session's folder for its services; those of sessions that died are stopped first."""
+    SERVICES_ROOT.mkdir(mode=0o711, exist_ok=True)
+    for folder in SERVICES_ROOT.iterdir():
+        if folder.is_dir() and not _session_alive(folder):
+            _stop_services(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix="session-", dir=SERVICES_ROOT))
+    folder.chmod(0o711)
+    process = psutil.Process()
+    (folder / SESSION_FILE).write_text(f"{process.pid} {process.create_time():.3f}\n")
+    try:
+        yield folder
+    finally:
+        _stop_services(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(services_folder: Path) -> Iterator[PostgresServer]:
     """A PostgreSQL server of its own (initdb in a temporary folder, 127.0.0.1 on a free port),
-    stopped and removed after the session; skipped only where its programs are missing."""
+    stopped after the session; skipped only where its programs are missing."""
     missing = PostgresServer.missing()
     if missing:
         pytest.skip(f"PostgreSQL server programs missing: {', '.join(missing)} (Debian: "
                     "apt-get install postgresql; .ci/run installs it)")
-    # directly under /tmp: run as root, the server runs as 'postgres', which cannot enter
-    # pytest's private /tmp/pytest-of-root
-    folder = Path(tempfile.mkdtemp(prefix="calo-postgres-"))
-    server = PostgresServer(folder)
+    server = PostgresServer(services_folder / "postgres")
     try:
         server.start(fsync=False)
         yield server
     finally:
         server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def mlflow_on_postgres(postgres: PostgresServer,
-                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+def mlflow_on_postgres(postgres: PostgresServer, services_folder: Path) -> Iterator[MlflowServer]:
     """``mlflow server`` on the session's PostgreSQL (database ``mlflow``), serving its
-    artifacts from a temporary folder."""
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"),
-                          postgres.create_database("mlflow"))
+    artifacts from its folder."""
+    server = MlflowServer(services_folder / "mlflow", postgres.create_database("mlflow"))
     try:
         server.start()
         yield server
@@ -118,14 +158,14 @@ def mlflow_on_postgres(postgres: PostgresServer,
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+def slurm_cluster(services_folder: Path) -> Iterator[SlurmCluster]:
     """A one-node SLURM cluster on this machine (MUNGE, MariaDB + slurmdbd, slurmctld,
     slurmd), stopped after the session; skipped only where its programs are missing or this
     is not root (slurmd must be)."""
     reason = SlurmCluster.unavailable()
     if reason:
         pytest.skip(reason)
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    cluster = SlurmCluster(services_folder / "slurm")
     try:
         cluster.start()
         yield cluster
