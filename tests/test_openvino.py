@@ -83,6 +83,18 @@ def test_keep_fp32_keeps_the_named_nodes_in_float32(generator, io, network_input
     assert relative_error(loaded.predict(network_input), expected) <= 0.08
 
 
+def test_without_the_rewrite_every_weighted_node_runs_in_int8(generator, io) -> None:
+    """conf/precision/int8_ov.yaml's setting: OpenVINO's own int8 transposed convolutions
+    (the rewrite's zero-insertion convolutions stay float32 in OpenVINO's CPU plugin)."""
+    engine = build_engine(generator, io, precision(Backend.int8_ov, rewrite=False,
+                                                   keep_fp32=["xy1_conv"]))
+    assert engine.details["kept_fp32"] == ["xy1_conv/conv2d_transpose"]
+    precisions = engine.details["node_precision"]
+    assert precisions.pop("xy1_conv/conv2d_transpose") == "fp32"
+    assert len(precisions) == WEIGHTED - 1 and set(precisions.values()) == {"int8"}
+    assert engine.counts()["kernels_deconvolution_int8"] == 5
+
+
 def test_unknown_keep_fp32_name_lists_the_valid_ones(generator, io) -> None:
     with pytest.raises(CaloError, match=r"'no_such_layer' matches no quantizable node; valid "
                                         r"names: seed_dense, xy0_conv") as error:

@@ -74,6 +74,8 @@ _REFUSED = "refusing to load it (re-create the engine with calo)"
 # TensorFlow ops whose weights make them the quantizable nodes, and the index of that input.
 _WEIGHTED_TF_OPS = {"Conv2D": 1, "MatMul": 1, "Conv2DBackpropInput": 1}
 _WEIGHTED_OV_OPS = ("Convolution", "ConvolutionBackpropData", "MatMul")
+# The CPU plugin's kernels for them.
+_RUNTIME_WEIGHTED = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
 
 Hint = Literal["f32", "bf16"]
 
@@ -321,17 +323,23 @@ class OpenVINOEngine(Engine):
         return table
 
     def precision_details(self) -> dict[str, Any]:
-        """Each weighted node's runtime precision, and counts worth a run parameter."""
-        names = {name for name, _ in self.details.get("quantizable_nodes", [])}
+        """Each weighted node's runtime precision, and counts worth a run parameter. A node is
+        found by its layer (``xy4_conv`` of ``xy4_conv/Conv2D``) among the names each compute
+        kernel lists as fused into it: the plugin renames what it fuses (the dense layer's
+        kernel is ``seed_dense/BiasAdd`` in float32, ``seed_dense/MatMul/DequantizationMultiply``
+        in int8)."""
+        layers = {name.split("/")[0]: name for name, _ in self.details.get("quantizable_nodes", [])}
         precision = {}
         for op in self._runtime_ops():
             info = op.get_rt_info()
-            fused = info["originalLayersNames"].astype(str).split(",")
-            for name in fused:
-                if name in names:
-                    precision[name] = _runtime_precision(info["runtimePrecision"].astype(str))
+            if info["layerType"].astype(str) not in _RUNTIME_WEIGHTED:
+                continue
+            fused = [op.get_friendly_name(), *info["originalLayersNames"].astype(str).split(",")]
+            name = next((layers[t.split("/")[0]] for t in fused if t.split("/")[0] in layers), None)
+            if name is not None:
+                precision[name] = _runtime_precision(info["runtimePrecision"].astype(str))
         runtime = Counter((node.op, node.dtype) for node in self.nodes())
-        counts = {"quantizable_nodes": len(names),
+        counts = {"quantizable_nodes": len(layers),
                   **{f"{dtype}_nodes": sum(v == dtype for v in precision.values())
                      for dtype in sorted(set(precision.values()) | {"fp32"})},
                   **{f"kernels_{op.lower()}_{dtype}": count
