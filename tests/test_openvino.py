@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -16,9 +17,11 @@ from calo.bench.worker import RoundRequest, StreamPool
 from calo.config import Backend, HardwareConfig
 from calo.errors import CaloError
 from calo.hw import Machine, resolve_topology
+from calo.model.generator import build_generator
 from calo.precision import build_engine, load_engine
 from calo.precision.openvino import require_openvino, require_openvino_bf16
 
+from .conftest import TINY_MODEL
 from .test_precision import (  # noqa: F401  (fixtures)
     BATCH,
     HAS_BF16,
@@ -44,6 +47,17 @@ def test_weighted_nodes_carry_their_tensorflow_names(engines, generator, io) -> 
     assert quantizable["seed_dense/MatMul"] == "MatMul"
     assert quantizable["xy4_conv/Conv2D"] == quantizable["combine_conv/Conv2D"] == "Conv2D"
     assert set(engine.details["node_precision"].values()) == {"fp32"}
+    assert engine.counts()["fp32_nodes"] == WEIGHTED
+
+
+def test_names_survive_openvino_folding_a_scale_into_the_weights(io) -> None:
+    """A fresh generator's BatchNorm is a bare scale (1/sqrt(1 + eps), zero shift) before the
+    next convolution, which OpenVINO folds into that convolution's weights: the nodes are named
+    before, so all of them still carry their names."""
+    keras.utils.set_random_seed(7)
+    fresh = build_generator(TINY_MODEL)  # BatchNorm as initialised
+    engine = build_engine(fresh, io, precision(Backend.fp32_ov, rewrite=False))
+    assert len(engine.details["quantizable_nodes"]) == WEIGHTED
     assert engine.counts()["fp32_nodes"] == WEIGHTED
 
 

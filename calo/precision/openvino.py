@@ -10,8 +10,9 @@ standard opsets (a custom extension), and weights outside the ``.bin``.
 
 ``precision.keep_fp32`` works as for int8_inc: the weighted nodes of the converted model carry
 the names of the TensorFlow nodes they come from (``xy4_conv/Conv2D``, ``seed_dense/MatMul``:
-OpenVINO's converter loses them, :func:`name_weighted_ops` puts them back by matching weights),
-and the selected ones become NNCF's ``IgnoredScope``.
+OpenVINO's converter loses them, :func:`name_weighted_ops` puts them back by matching weights
+before OpenVINO's transformations change any), and the selected ones become NNCF's
+``IgnoredScope``.
 
 OpenVINO and NNCF report usage to Google Analytics unless a consent file declines it; calo
 imports them with their telemetry package blocked, so neither sends anything.
@@ -25,6 +26,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Iterator
@@ -186,12 +188,30 @@ def name_weighted_ops(model, graph_def: tf.compat.v1.GraphDef) -> list[tuple[str
 
 def convert(graph: Graph):
     """The inference graph as an OpenVINO model, its weighted ops named as in TensorFlow; and
-    those (name, op type) pairs."""
-    ov = import_openvino()
+    those (name, op type) pairs.
+
+    This is ``ov.convert_model``'s pipeline taken apart: the TensorFlow frontend, then the
+    names put back, then the MOC transformations convert_model applies (the same model, op for
+    op). Naming after MOC would be too late: it folds a scale that reaches a convolution into
+    its weights (a fresh generator's BatchNorm, 1/sqrt(1 + eps) with a zero shift), and the
+    weights no longer match."""
+    import_openvino()
+    from openvino._offline_transformations import (  # what convert_model runs after the frontend
+        apply_fused_names_cleanup,
+        apply_moc_transformations,
+    )
+    from openvino.frontend import FrontEndManager
+
     graph_def, _, _ = freeze_graph(graph)
-    with _no_telemetry():
-        model = ov.convert_model(graph_def)
-    return model, name_weighted_ops(model, graph_def)
+    frontend = FrontEndManager().load_by_framework("tf")
+    with tempfile.TemporaryDirectory(prefix="calo-openvino-") as folder:
+        path = Path(folder) / "graph.pb"  # the frontend reads a GraphDef from a file only
+        path.write_bytes(graph_def.SerializeToString())
+        model = frontend.convert(frontend.load(str(path), False))  # weights read, not mapped
+    named = name_weighted_ops(model, graph_def)
+    apply_moc_transformations(model, cf=False, smart_reshape=True)
+    apply_fused_names_cleanup(model)
+    return model, named
 
 
 def _quantize(model, calibration: NDArray[np.float32], ignored: list[str]):
