@@ -15,7 +15,8 @@ before OpenVINO's transformations change any), and the selected ones become NNCF
 ``IgnoredScope``.
 
 OpenVINO and NNCF report usage to Google Analytics unless a consent file declines it; calo
-imports them with their telemetry package blocked, so neither sends anything.
+imports them with their telemetry package blocked, so neither sends anything (unless the
+process imported openvino_telemetry before calo did).
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def require_openvino(backend: str = "fp32_ov") -> None:
 
 def require_openvino_bf16() -> None:
     """A one-line error on a CPU without bf16 arithmetic, or where oneDNN is capped below it
-    (hw=cascadelake): OpenVINO's CPU plugin would emulate bf16 there, slower than float32."""
+    (hw=cascadelake; OpenVINO's CPU plugin honours the cap): a bf16 engine there would not run
+    the native bf16 kernels it is named for."""
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
     if cap in ISA_WITHOUT_BF16:
         raise CaloError(f"precision=bf16_ov: oneDNN is capped at {cap} (ONEDNN_MAX_CPU_ISA, "
