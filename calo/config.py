@@ -22,6 +22,7 @@ __all__ = [
     "BenchConfig",
     "DataConfig",
     "DataSource",
+    "EngineJobConfig",
     "HardwareConfig",
     "LatentDistribution",
     "ModelConfig",
@@ -267,8 +268,8 @@ class BenchConfig:
 
 
 @dataclass
-class RunConfig:
-    """One run: generate showers with a generator in some precision and measure them."""
+class EngineJobConfig:
+    """What a job that builds, times and validates engines composes (a run, a search)."""
 
     model: ModelConfig = MISSING
     precision: PrecisionConfig = MISSING
@@ -278,6 +279,12 @@ class RunConfig:
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     seed: int = 42
+
+
+@dataclass
+class RunConfig(EngineJobConfig):
+    """One run: generate showers with a generator in some precision and measure them."""
+
     batch_size: int = 64
     n_generated: int | None = None  # None: one shower per reference shower
 

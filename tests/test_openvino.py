@@ -18,8 +18,8 @@ from calo.config import Backend, HardwareConfig
 from calo.errors import CaloError
 from calo.hw import Machine, resolve_topology
 from calo.model.generator import build_generator
-from calo.precision import build_engine, load_engine
-from calo.precision.openvino import require_openvino, require_openvino_bf16
+from calo.precision import build_engine, load_engine, require_cpu_for
+from calo.precision.openvino import require_openvino
 
 from .conftest import TINY_MODEL
 from .test_precision import (  # noqa: F401  (fixtures)
@@ -126,17 +126,17 @@ def test_openvino_not_installed_is_a_one_line_error(monkeypatch) -> None:
 
 def test_bf16_on_a_cpu_without_it_or_under_the_isa_cap_is_refused(monkeypatch) -> None:
     bare = Machine("Old Xeon", (0, 1), ("avx2", "avx512f", "avx512_vnni"))
-    monkeypatch.setattr("calo.precision.openvino.detect_machine", lambda: bare)
+    monkeypatch.setattr("calo.hw.topology.detect_machine", lambda: bare)
     with pytest.raises(CaloError, match=r"precision=bf16_ov needs a CPU with AVX512_BF16 or "
                                         r"AMX-BF16; this CPU \(Old Xeon\) has neither"):
-        require_openvino_bf16()
+        require_cpu_for("bf16_ov")
     amx = Machine("Xeon with AMX", (0, 1), ("avx512f", "avx512_bf16", "amx_bf16"))
-    monkeypatch.setattr("calo.precision.openvino.detect_machine", lambda: amx)
-    require_openvino_bf16()
+    monkeypatch.setattr("calo.hw.topology.detect_machine", lambda: amx)
+    require_cpu_for("bf16_ov")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")  # hw=cascadelake
     with pytest.raises(CaloError, match=r"precision=bf16_ov: oneDNN is capped at "
                                         r"AVX512_CORE_VNNI .* no bf16"):
-        require_openvino_bf16()
+        require_cpu_for("bf16_ov")
 
 
 def test_a_stream_worker_runs_the_saved_engine(engines, generator, io, tmp_path: Path) -> None:

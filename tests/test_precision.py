@@ -19,12 +19,12 @@ import pytest
 
 from calo.config import Backend, LatentDistribution, ModelConfig, PrecisionConfig
 from calo.errors import CaloError
-from calo.hw import Machine, detect_machine
+from calo.hw import Machine, detect_machine, require_bf16
 from calo.model.generator import build_generator
 from calo.model.io import NetworkIO, sample_latent
 from calo.precision import build_engine, folder_size, load_engine
 from calo.precision.calibration import calibration_batches, calibration_inputs
-from calo.precision.inc import build_inc_engine, require_bf16
+from calo.precision.inc import build_inc_engine
 from calo.precision.profile import op_breakdown
 from calo.precision.rewrite import inference_graph
 
@@ -192,19 +192,19 @@ def test_build_engine_batch_size_overrides_the_config(generator, io) -> None:
 
 def test_bf16_on_a_cpu_without_it_is_a_clear_error(monkeypatch) -> None:
     bare = Machine("Old Xeon", (0, 1), ("avx2", "avx512f", "avx512_vnni"))
-    monkeypatch.setattr("calo.precision.inc.detect_machine", lambda: bare)
-    with pytest.raises(CaloError, match=r"needs a CPU with AVX512_BF16 or AMX-BF16; this CPU "
-                                        r"\(Old Xeon\) has neither"):
-        require_bf16()
+    monkeypatch.setattr("calo.hw.topology.detect_machine", lambda: bare)
+    with pytest.raises(CaloError, match=r"precision=bf16_inc needs a CPU with AVX512_BF16 or "
+                                        r"AMX-BF16; this CPU \(Old Xeon\) has neither"):
+        require_bf16("precision=bf16_inc", "fp32")
 
 
 def test_bf16_under_the_cascade_lake_isa_cap_is_refused(monkeypatch) -> None:
     amx = Machine("Xeon with AMX", (0, 1), ("avx512f", "avx512_bf16", "amx_bf16"))
-    monkeypatch.setattr("calo.precision.inc.detect_machine", lambda: amx)
-    require_bf16()  # this CPU has bf16...
+    monkeypatch.setattr("calo.hw.topology.detect_machine", lambda: amx)
+    require_bf16("precision=bf16_inc", "fp32")  # this CPU has bf16...
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
     with pytest.raises(CaloError, match=r"oneDNN is capped at AVX512_CORE_VNNI .* no bf16"):
-        require_bf16()  # ...but not under hw=cascadelake's cap
+        require_bf16("precision=bf16_inc", "fp32")  # ...but not under hw=cascadelake's cap
 
 
 def test_int8_on_a_cpu_without_avx512_is_a_clear_error(monkeypatch, generator, io) -> None:

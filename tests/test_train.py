@@ -141,10 +141,8 @@ def test_bf16_training_follows_float32_and_resumes_in_float32(compose_train) -> 
 
 
 def test_bf16_training_is_refused_on_a_cpu_without_bf16(compose_train, monkeypatch) -> None:
-    import calo.hw
-
     plain = Machine("old CPU", (0, 1), ("avx2",))
-    monkeypatch.setattr(calo.hw, "detect_machine", lambda: plain)
+    monkeypatch.setattr("calo.hw.topology.detect_machine", lambda: plain)
     with pytest.raises(CaloError, match="train.precision=bf16 needs a CPU with AVX512_BF16"):
         train(compose_train("tracking=off", "train.precision=bf16"))
 

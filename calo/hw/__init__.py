@@ -1,5 +1,13 @@
 """Hardware topology: what this machine has, what a config asks for, and applying it."""
 
-from calo.hw.topology import Machine, Topology, apply_topology, detect_machine, resolve_topology
+from calo.hw.topology import (
+    Machine,
+    Topology,
+    apply_topology,
+    detect_machine,
+    require_bf16,
+    resolve_topology,
+)
 
-__all__ = ["Machine", "Topology", "apply_topology", "detect_machine", "resolve_topology"]
+__all__ = ["Machine", "Topology", "apply_topology", "detect_machine", "require_bf16",
+           "resolve_topology"]

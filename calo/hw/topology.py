@@ -11,8 +11,10 @@ from functools import cache
 from pathlib import Path
 
 from calo.config import HardwareConfig
+from calo.errors import CaloError
 
-__all__ = ["Machine", "Topology", "apply_topology", "detect_machine", "resolve_topology"]
+__all__ = ["Machine", "Topology", "apply_topology", "detect_machine", "require_bf16",
+           "resolve_topology"]
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,9 @@ RELEVANT_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "av
                 "amx_tile", "amx_int8", "amx_bf16")
 # Native bf16 arithmetic; without it oneDNN emulates bf16, slower than float32.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16
+ISA_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                    "AVX512_CORE_VNNI")
 
 
 @dataclass(frozen=True)
@@ -161,3 +166,18 @@ def apply_topology(topology: Topology, cpus: tuple[int, ...] | None = None) -> N
         if current != len(cpus):
             log.warning("TensorFlow already runs with %d intra-op threads; %d requested "
                         "(thread settings apply only in a fresh process)", current, len(cpus))
+
+
+def require_bf16(what: str, instead: str) -> None:
+    """A one-line error where ``what`` (``precision=bf16_inc``, ``train.precision=bf16``, ...)
+    would not run native bf16 kernels: a CPU without bf16 arithmetic (detected, never assumed),
+    or oneDNN capped below it (hw=cascadelake, as on the paper's CPU). ``instead``: what to use."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if cap in ISA_WITHOUT_BF16:
+        raise CaloError(f"{what}: oneDNN is capped at {cap} (ONEDNN_MAX_CPU_ISA, hw.max_isa), "
+                        f"which has no bf16, as on the paper's Cascade Lake: use {instead}, or "
+                        "another hw")
+    machine = detect_machine()
+    if not machine.has_bf16:
+        raise CaloError(f"{what} needs a CPU with AVX512_BF16 or AMX-BF16; this CPU "
+                        f"({machine.cpu_model}) has neither: use {instead}")

@@ -67,19 +67,25 @@ def build_engine(generator, io: NetworkIO, cfg: PrecisionConfig, batch_size: int
     return build_tflite_engine(graph, io, kind, batch_size or cfg.fixed_batch_size, calibration)
 
 
+# What to use where a bf16 backend cannot run.
+BF16_INSTEAD = {"bf16_inc": "precision=int8_inc or fp32", "bf16_ov": "precision=int8_ov or fp32_ov"}
+
+
 def require_cpu_for(backend: str) -> None:
     """A one-line error when this CPU (or this installation: OpenVINO) cannot run
     ``backend``'s kernels."""
-    if backend in ("int8_inc", "bf16_inc"):
-        from calo.precision.inc import require_bf16, require_int8
+    if backend == "int8_inc":
+        from calo.precision.inc import require_int8
 
-        (require_int8 if backend == "int8_inc" else require_bf16)()
+        require_int8()
+    if backend in BF16_INSTEAD:
+        from calo.hw import require_bf16
+
+        require_bf16(f"precision={backend}", BF16_INSTEAD[backend])
     if backend in OPENVINO_BACKENDS:
-        from calo.precision.openvino import require_openvino, require_openvino_bf16
+        from calo.precision.openvino import require_openvino
 
         require_openvino(backend)
-        if backend == "bf16_ov":
-            require_openvino_bf16()
 
 
 def _engine_class(backend: str, folder: Path) -> type[Engine]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -31,15 +30,12 @@ from calo.precision.graph import Graph
 
 __all__ = ["BF16Engine", "INT8Engine", "build_inc_engine", "neural_compressor_session",
            "has_int8_kernels", "layer_name", "quantizable_nodes", "quantization_config",
-           "require_bf16", "require_int8", "resolve_keep_fp32"]
+           "require_int8", "resolve_keep_fp32"]
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_BATCH = 64
 INT8_FLAGS = ("avx512f",)
-# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16
-ISA_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
-                    "AVX512_CORE_VNNI")
 # Quantized op types of a Neural Compressor graph -> the fp32 op they replace.
 _QUANTIZED_OP = re.compile(r"Quantized(Conv2D|MatMul|DepthwiseConv2D|ConcatV2|MaxPool|AvgPool)")
 
@@ -56,20 +52,6 @@ class BF16Engine(GraphEngine):
     """Neural Compressor's bf16 graph."""
 
     backend = "bf16_inc"
-
-
-def require_bf16() -> None:
-    """A one-line error on a CPU without bf16 arithmetic (detected, never assumed), or where
-    oneDNN is capped below it (hw=cascadelake)."""
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    if cap in ISA_WITHOUT_BF16:
-        raise CaloError(f"precision=bf16_inc: oneDNN is capped at {cap} (ONEDNN_MAX_CPU_ISA, "
-                        "hw.max_isa), which has no bf16, as on the paper's Cascade Lake: use "
-                        "precision=int8_inc or fp32, or another hw")
-    machine = detect_machine()
-    if not machine.has_bf16:
-        raise CaloError(f"precision=bf16_inc needs a CPU with AVX512_BF16 or AMX-BF16; this CPU "
-                        f"({machine.cpu_model}) has neither: use precision=int8_inc or fp32")
 
 
 def has_int8_kernels() -> bool:

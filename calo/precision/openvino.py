@@ -40,17 +40,16 @@ from numpy.typing import NDArray
 
 from calo.config import PrecisionConfig
 from calo.errors import CaloError, one_line
-from calo.hw import detect_machine
 from calo.model.io import NetworkIO
 from calo.precision.calibration import CalibrationLoader, require_calibration
 from calo.precision.engine import Engine, NodeInfo
 from calo.precision.frozen import freeze_graph, op_names
 from calo.precision.graph import Graph
-from calo.precision.inc import ISA_WITHOUT_BF16, resolve_keep_fp32
+from calo.precision.inc import resolve_keep_fp32
 
 __all__ = ["ENGINE_OPS", "MODEL_BIN", "MODEL_XML", "BF16OVEngine", "FP32OVEngine",
            "INT8OVEngine", "OpenVINOEngine", "build_openvino_engine", "check_ir",
-           "import_openvino", "name_weighted_ops", "require_openvino", "require_openvino_bf16",
+           "import_openvino", "name_weighted_ops", "require_openvino",
            "weighted_nodes"]
 
 log = logging.getLogger(__name__)
@@ -117,23 +116,6 @@ def require_openvino(backend: str = "fp32_ov") -> None:
         raise CaloError(f"precision={backend} needs OpenVINO and NNCF ({one_line(error)}): "
                         f"pip install {OPENVINO_PINS}, or use another precision") from error
 
-
-def require_openvino_bf16() -> None:
-    """A one-line error on a CPU without bf16 arithmetic, or where oneDNN is capped below it
-    (hw=cascadelake; OpenVINO's CPU plugin honours the cap): a bf16 engine there would not run
-    the native bf16 kernels it is named for."""
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    if cap in ISA_WITHOUT_BF16:
-        raise CaloError(f"precision=bf16_ov: oneDNN is capped at {cap} (ONEDNN_MAX_CPU_ISA, "
-                        "hw.max_isa), which has no bf16, as on the paper's Cascade Lake: use "
-                        "precision=int8_ov or fp32_ov, or another hw")
-    machine = detect_machine()
-    if not machine.has_bf16:
-        raise CaloError(f"precision=bf16_ov needs a CPU with AVX512_BF16 or AMX-BF16; this CPU "
-                        f"({machine.cpu_model}) has neither: use precision=int8_ov or fp32_ov")
-
-
-# --- conversion -------------------------------------------------------------------------
 
 def _fingerprint(values: NDArray) -> str:
     """The same for a weight tensor in any layout (TensorFlow's HWIO, OpenVINO's OIHW). Zeros

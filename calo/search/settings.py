@@ -7,19 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
 
-from calo.config import (
-    Backend,
-    BenchConfig,
-    DataConfig,
-    HardwareConfig,
-    ModelConfig,
-    PhysicsConfig,
-    PrecisionConfig,
-    TrackingConfig,
-    require,
-)
+from calo.config import Backend, EngineJobConfig, require
 
 __all__ = ["SearchConfig", "SearchGranularity", "SearchJobConfig", "SearchMode",
            "SearchPhysics", "SearchSampler", "SearchSpeed"]
@@ -113,18 +102,10 @@ class SearchConfig:
 
 
 @dataclass
-class SearchJobConfig:
+class SearchJobConfig(EngineJobConfig):
     """``python -m calo.search``: which int8_inc nodes of the generator stay float32."""
 
-    model: ModelConfig = MISSING
-    precision: PrecisionConfig = MISSING
-    hw: HardwareConfig = MISSING
-    data: DataConfig = MISSING
-    tracking: TrackingConfig = MISSING
-    physics: PhysicsConfig = field(default_factory=PhysicsConfig)
-    bench: BenchConfig = field(default_factory=BenchConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    seed: int = 42
 
     def __post_init__(self) -> None:
         require(self.precision.backend is Backend.int8_inc,

@@ -101,15 +101,12 @@ def train(cfg: DictConfig) -> TrainResult:
 def _apply_hardware(settings: TrainConfig) -> None:
     keras.utils.set_random_seed(settings.seed)
     if keras.backend.backend() == "tensorflow":
-        from calo.hw import apply_topology, detect_machine, resolve_topology
+        from calo.hw import apply_topology, require_bf16, resolve_topology
 
         apply_topology(resolve_topology(settings.hw))
-        machine = detect_machine()
-        if settings.train.precision is TrainPrecision.bf16 and not machine.has_bf16:
-            raise CaloError(f"train.precision=bf16 needs a CPU with AVX512_BF16 or AMX-BF16 "
-                            f"(or a GPU under KERAS_BACKEND=jax); this CPU "
-                            f"({machine.cpu_model}) would emulate bf16, slower than float32: "
-                            "use train.precision=fp32")
+        if settings.train.precision is TrainPrecision.bf16:  # emulated bf16 is slower than fp32
+            require_bf16("train.precision=bf16",
+                         "train.precision=fp32 (or a GPU, under KERAS_BACKEND=jax)")
 
 
 def _split(showers: Showers, recipe) -> tuple[Showers, Showers]:
