@@ -71,28 +71,33 @@ def start(folder: Path, pg_port: int, mlflow_port: int, slurm: bool) -> None:
           f"python -m calo.services stop --folder {folder} (make services-stop)")
 
 
-def stop(folder: Path) -> None:
+def _started(folder: Path) -> dict | None:
+    """What ``start`` recorded in ``folder``; None (and a line saying so) if nothing."""
     path = folder / STATE
     if not path.is_file():
         print(f"nothing started in {folder}")
+        return None
+    return json.loads(path.read_text())
+
+
+def stop(folder: Path) -> None:
+    state = _started(folder)
+    if state is None:
         return
-    state = json.loads(path.read_text())
     postgres, mlflow = _servers(folder, state)
     if "slurm_conf" in state:
         SlurmCluster(folder / "slurm").stop()
         state.pop("slurm_conf")
     mlflow.stop()
     postgres.stop()
-    path.write_text(json.dumps(state, indent=1) + "\n")
+    (folder / STATE).write_text(json.dumps(state, indent=1) + "\n")
     print(f"stopped; data kept in {folder}")
 
 
 def status(folder: Path) -> None:
-    path = folder / STATE
-    if not path.is_file():
-        print(f"nothing started in {folder}")
+    state = _started(folder)
+    if state is None:
         return
-    state = json.loads(path.read_text())
     postgres, mlflow = _servers(folder, state)
     print(f"PostgreSQL   {'running' if postgres.running() else 'stopped'} on port {postgres.port}")
     print(f"MLflow       {'running' if mlflow.healthy() else 'stopped'} at {mlflow.uri}")
