@@ -23,10 +23,10 @@ install: $(INSTALLED)  ## create .venv and install the project (done by every ta
 run: $(INSTALLED)  ## the main job on the built-in defaults, logged to mlruns/
 	$(PY) -m calo.run
 
-test: $(INSTALLED)  ## the test suite (tiny models; what CI runs)
-	$(PY) -m pytest -m "not slow"
+test: $(INSTALLED)  ## the test suite (tiny models), without the cluster's; CI runs both
+	$(PY) -m pytest -m "not slow and not cluster"
 
-test-cluster: $(INSTALLED)  ## only the cluster tests: PostgreSQL, MLflow server, one-node SLURM
+test-cluster: $(INSTALLED)  ## the cluster tests: PostgreSQL, MLflow server, one-node SLURM
 	$(PY) -m pytest -m "cluster and not slow"
 
 test-full: $(INSTALLED)  ## every test, the slow full-size and JAX ones too
