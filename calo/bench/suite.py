@@ -23,7 +23,6 @@ from calo.errors import CaloError
 from calo.formatting import markdown_table
 from calo.hw import Topology, apply_topology, resolve_topology
 from calo.tracking import Tracker, tracked_run
-from calo.tracking.tags import PARENT_TAG
 
 __all__ = ["SuiteRow", "run_suite", "suite_table"]
 
@@ -51,27 +50,19 @@ def run_suite(cfg: DictConfig, variants: Mapping[str, DictConfig],
     with tracked_run(cfg, settings.tracking, run_name=f"bench@{topology.name}",
                      tags={**suite_tags, "bench_role": "summary"}) as parent:
         parent.log_params(topology.as_params())
-    rows = [SuiteRow(name, skipped=f"skipped: {reason}")
-            for name, reason in (skipped or {}).items()]
-    child_tags = {**suite_tags, "bench_role": "precision"}
-    if parent.run_id:
-        child_tags[PARENT_TAG] = parent.run_id
-    failure: BaseException | None = None
-    try:
-        rows += _measure_variants(settings, variants, topology, child_tags)
-    except BaseException as error:  # recorded on the parent run below, then raised
-        failure = error
-    order = {name: index for index, name in enumerate(settings.bench.precisions)}
-    rows.sort(key=lambda row: order.get(row.precision, len(order)))
-    with tracked_run(cfg, settings.tracking, resume_run_id=parent.run_id) as parent:
-        if failure is not None:
-            raise failure
+        rows = [SuiteRow(name, skipped=f"skipped: {reason}")
+                for name, reason in (skipped or {}).items()]
+        rows += _measure_variants(settings, variants, topology,
+                                  {**suite_tags, "bench_role": "precision"}, parent.run_id)
+        order = {name: index for index, name in enumerate(settings.bench.precisions)}
+        rows.sort(key=lambda row: order.get(row.precision, len(order)))
         _log_summary(rows, settings.bench.batch_sizes, parent)
     return rows
 
 
 def _measure_variants(settings: RunConfig, variants: Mapping[str, DictConfig],
-                      topology: Topology, tags: Mapping[str, str]) -> list[SuiteRow]:
+                      topology: Topology, tags: Mapping[str, str],
+                      parent_run_id: str | None) -> list[SuiteRow]:
     from calo.model.io import NetworkIO
     from calo.model.weights import load_generator
 
@@ -99,7 +90,7 @@ def _measure_variants(settings: RunConfig, variants: Mapping[str, DictConfig],
             run_tags = {**tags, "choice/precision": name, "generator_trained": str(trained).lower()}
             try:
                 with tracked_run(cfg, variant.tracking, run_name=f"bench:{name}@{topology.name}",
-                                 tags=run_tags) as tracker:
+                                 tags=run_tags, parent_run_id=parent_run_id) as tracker:
                     tracker.log_params(topology.as_params())
                     report = measure(candidate, versus, topology, variant.bench, variant.seed)
                     log_report(report, tracker)

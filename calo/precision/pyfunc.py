@@ -48,11 +48,12 @@ def log_engine_model(tracker: Tracker, folder: str | Path, name: str,
     ``input_example``: a few rows of input, from which MLflow infers the signature."""
     if tracker.run_id is None:
         return None
-    info = mlflow.pyfunc.log_model(
-        name=name, python_model=str(Path(__file__).with_name("pyfunc_code.py")),
-        artifacts={ENGINE_ARTIFACT: str(folder)}, input_example=input_example,
-        registered_model_name=registered_name,
-        pip_requirements=[f"numpy=={np.__version__}", _tensorflow_requirement()])
+    with tracker.active():
+        info = mlflow.pyfunc.log_model(
+            name=name, python_model=str(Path(__file__).with_name("pyfunc_code.py")),
+            artifacts={ENGINE_ARTIFACT: str(folder)}, input_example=input_example,
+            registered_model_name=registered_name,
+            pip_requirements=[f"numpy=={np.__version__}", _tensorflow_requirement()])
     return info.model_uri
 
 

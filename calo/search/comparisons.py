@@ -44,7 +44,8 @@ def _compare_backends(job: SearchJob) -> dict[str, dict[str, float]]:
         try:
             with tracked_run(child_cfg, settings.tracking,
                              run_name=f"{job.name}:{backend.value}",
-                             tags=job.child_tags("comparison")) as tracker:
+                             tags=job.child_tags("comparison"),
+                             parent_run_id=job.parent_id) as tracker:
                 engine = job.build(precision)
                 measurement = job.evaluator.measure(precision, engine)
                 tracker.log_metrics(measurement.metrics())
@@ -73,7 +74,8 @@ def _autotune_stage(job: SearchJob, rows: list[TrialRow]) -> dict[str, dict[str,
         calibration = calibration_inputs(job.evaluator.io, settings.precision,
                                          settings.model.latent_distribution)
         with tracked_run(job.cfg, settings.tracking, run_name=f"{job.name}:autotune",
-                         tags=job.child_tags("autotune")) as tracker:
+                         tags=job.child_tags("autotune"),
+                         parent_run_id=job.parent_id) as tracker:
             result = run_autotune(job.graph_def, job.space.quantizable, job.evaluator.io,
                                   candidates, calibration,
                                   lambda engine: job.evaluator.physics(engine)[1],

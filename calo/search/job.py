@@ -31,7 +31,6 @@ from calo.search.study import (
     study_name,
     wait_for_attr,
 )
-from calo.tracking.tags import PARENT_TAG
 
 __all__ = ["SearchJob", "open_search"]
 
@@ -60,10 +59,7 @@ class SearchJob:
         return self.study.study_name
 
     def child_tags(self, role: str) -> dict[str, str]:
-        tags = {"search_role": role, "search/study": self.name}
-        if self.parent_id:
-            tags[PARENT_TAG] = self.parent_id
-        return tags
+        return {"search_role": role, "search/study": self.name}
 
     def build(self, precision: PrecisionConfig) -> Engine:
         """The generator as an engine of ``precision``, calibrated on the model's latents."""

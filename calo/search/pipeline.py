@@ -4,9 +4,9 @@
     fp32 baseline -> parent MLflow run -> trials (each a child run: quantize, generate,
     physics, bench) -> comparisons -> parent: Pareto front, chosen point, engine
 
-The parent run is closed while the trials run, each trial being a run of its own tagged as
-its child (as ``make bench`` does), and resumed to record the result: several processes can
-share one study and one parent run, and a rerun resumes both. SIGTERM ends the search as
+Each trial is a run of its own, a child of the search's parent run (which stays open, its
+tracker bound to it); several processes can share one study and one parent run, and a rerun
+resumes both. SIGTERM ends the search as
 Ctrl-C does (the runs KILLED, the study's trial failed and retried by the next worker).
 """
 
@@ -59,22 +59,28 @@ def _run_search(cfg: DictConfig, settings: SearchJobConfig) -> str | None:
                 if parent.run_id:
                     job.study.set_user_attr(PARENT_RUN_ATTR, parent.run_id)
             _record_baseline(job, parent)
-        failure: BaseException | None = None
-        others: dict[str, dict[str, float]] = {}
-        try:
-            optimize(job)
-            ensure_baseline(job)
-            if count(job.study, TrialState.COMPLETE) >= settings.search.n_trials:
-                others = compare(job)
-        except BaseException as error:  # recorded on the parent run below, then raised
-            failure = error
-        if settings.tracking.enabled:  # a killed worker's trial run ends KILLED, not RUNNING
-            repair_runs(settings.tracking)
-        with tracked_run(cfg, settings.tracking, resume_run_id=job.parent_id) as parent:
-            record_result(job, parent, others, complete=failure is None)
-            if failure is not None:
-                raise failure
+            try:
+                others = _trials_and_comparisons(job)
+            except BaseException:  # the result so far on the parent run, then the error
+                _record(job, parent, {}, complete=False)
+                raise
+            _record(job, parent, others, complete=True)
         return parent.run_id
+
+
+def _trials_and_comparisons(job: SearchJob) -> dict[str, dict[str, float]]:
+    optimize(job)
+    ensure_baseline(job)
+    if count(job.study, TrialState.COMPLETE) < job.settings.search.n_trials:
+        return {}
+    return compare(job)
+
+
+def _record(job: SearchJob, parent: Tracker, others: dict[str, dict[str, float]],
+            complete: bool) -> None:
+    if job.settings.tracking.enabled:  # a killed worker's trial run ends KILLED, not RUNNING
+        repair_runs(job.settings.tracking)
+    record_result(job, parent, others, complete=complete)
 
 
 def _record_baseline(job: SearchJob, parent: Tracker) -> None:

@@ -139,7 +139,8 @@ def _measure_trial(job: SearchJob, trial: optuna.Trial, patterns: list[str]
     tags = {**job.child_tags("trial"), "search/trial": str(trial.number),
             "search/reproduce": reproduce_overrides(precision, patterns)}
     with tracked_run(child_cfg, job.settings.tracking,
-                     run_name=f"{job.name}#{trial.number}", tags=tags) as tracker:
+                     run_name=f"{job.name}#{trial.number}", tags=tags,
+                     parent_run_id=job.parent_id) as tracker:
         if tracker.run_id:
             trial.set_user_attr("mlflow_run_id", tracker.run_id)
         engine = job.build(precision)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from calo.hw import detect_machine
 from calo.tracking.owner import Heartbeat, owner_tags
 from calo.tracking.store import configure_store
 from calo.tracking.sweep import sweep_job_tags
-from calo.tracking.tags import git_tags, hydra_tags
+from calo.tracking.tags import PARENT_TAG, git_tags, hydra_tags
 
 __all__ = ["Tracker", "flatten", "tracked_run"]
 
@@ -49,41 +50,53 @@ def _recording(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class Tracker:
-    """Thin facade over the active MLflow run, so stages never import mlflow. With
+    """Thin facade over one MLflow run, so stages never import mlflow. It is bound to its run
+    (through an ``MlflowClient``), whatever run is active elsewhere: a search or a benchmark
+    keeps its parent's tracker while its children's runs log through their own. With
     ``run_id=None`` (tracking off) it records nothing."""
 
-    def __init__(self, run_id: str | None) -> None:
+    def __init__(self, run_id: str | None, tracking_uri: str | None = None) -> None:
         self.run_id = run_id
+        self._uri = tracking_uri
+
+    @functools.cached_property
+    def _client(self):
+        import mlflow
+
+        return mlflow.MlflowClient(self._uri)
 
     @_recording
     def log_params(self, params: Mapping[str, Any]) -> None:
-        import mlflow
+        from mlflow.entities import Param
 
-        mlflow.log_params({key: _param_value(value) for key, value in params.items()})
+        items = [Param(key, _param_value(value)) for key, value in params.items()]
+        for start in range(0, len(items), 100):  # MLflow's batch limit for params
+            self._client.log_batch(self.run_id, params=items[start : start + 100])
 
     @_recording
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import mlflow
+        from mlflow.entities import Metric
 
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        now = int(time.time() * 1000)
+        items = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
+        for start in range(0, len(items), 1000):
+            self._client.log_batch(self.run_id, metrics=items[start : start + 1000])
 
     @_recording
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        import mlflow
+        from mlflow.entities import RunTag
 
-        mlflow.set_tags({key: str(value) for key, value in tags.items()})
+        items = [RunTag(key, str(value)) for key, value in tags.items()]
+        for start in range(0, len(items), 100):
+            self._client.log_batch(self.run_id, tags=items[start : start + 100])
 
     @_recording
     def log_text(self, text: str, artifact_file: str) -> None:
-        import mlflow
-
-        mlflow.log_text(text, artifact_file)
+        self._client.log_text(self.run_id, text, artifact_file)
 
     @_recording
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
-        import mlflow
-
-        mlflow.log_dict(dict(data), artifact_file)
+        self._client.log_dict(self.run_id, dict(data), artifact_file)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         """Log a matplotlib figure and close it, tracked or not (figures left open pile up in
@@ -91,22 +104,34 @@ class Tracker:
         import matplotlib.pyplot as plt
 
         if self.run_id:
-            import mlflow
-
-            mlflow.log_figure(figure, artifact_file)
+            self._client.log_figure(self.run_id, figure, artifact_file)
         plt.close(figure)
 
     @_recording
     def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
-        import mlflow
-
-        mlflow.log_artifacts(str(folder), artifact_path)
+        self._client.log_artifacts(self.run_id, str(folder), artifact_path)
 
     @_recording
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """This run as MLflow's active run, for the few MLflow calls that log only there
+        (``log_model``); it stays RUNNING afterwards, and whatever run was active before is
+        active again."""
         import mlflow
 
-        mlflow.log_artifact(str(path), artifact_path)
+        current = mlflow.active_run()
+        if current is not None and current.info.run_id == self.run_id:
+            yield
+            return
+        mlflow.start_run(run_id=self.run_id, nested=current is not None)
+        try:
+            yield
+        finally:
+            mlflow.end_run()  # ends the fluent handle, and marks the run FINISHED: undo that
+            self._client.update_run(self.run_id, status="RUNNING")
 
     @_recording
     def log_keras_model(self, model: Any, name: str, input_example: Any,
@@ -127,9 +152,10 @@ class Tracker:
         hidden = dict(registered)
         registered.clear()
         try:
-            info = mlflow.tensorflow.log_model(model, name=name, signature=signature,
-                                               input_example=input_example,
-                                               registered_model_name=registered_name)
+            with self.active():
+                info = mlflow.tensorflow.log_model(model, name=name, signature=signature,
+                                                   input_example=input_example,
+                                                   registered_model_name=registered_name)
         finally:
             registered.update(hidden)
         return info.model_uri
@@ -144,12 +170,15 @@ def _param_value(value: Any) -> str:
 def tracked_run(
     cfg: DictConfig, tracking: TrackingConfig, run_name: str | None = None,
     tags: Mapping[str, str] | None = None, resume_run_id: str | None = None,
+    parent_run_id: str | None = None,
 ) -> Iterator[Tracker]:
     """Start a run that records the config, the machine and the code version; end it FINISHED,
     or FAILED with the error as a tag (everything logged until then is kept). A job of a
     multirun becomes a child of its sweep's parent run (calo.tracking.sweep).
 
-    ``resume_run_id`` continues an earlier run (its params are already there and immutable).
+    ``resume_run_id`` continues an earlier run (its params are already there and immutable);
+    ``parent_run_id`` makes the new run a child of that one (the MLflow UI nests it), while
+    the parent's tracker stays open and usable.
     With tracking off, the tracker records nothing. SIGTERM ends the run KILLED, as Ctrl-C
     does; the run records its owner process and a heartbeat, so that a run whose process was
     killed outright is marked KILLED by the next one to open the store
@@ -161,28 +190,34 @@ def tracked_run(
     import mlflow
 
     experiment_id = configure_store(tracking)
+    client = mlflow.MlflowClient()
     with terminate_as_interrupt():
-        run = mlflow.start_run(run_id=resume_run_id, experiment_id=experiment_id,
-                               run_name=None if resume_run_id else tracking.run_name or run_name,
-                               tags=owner_tags())
-        tracker = Tracker(run.info.run_id)
+        if resume_run_id is None:
+            run_tags = {**owner_tags(), **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
+            run_id = client.create_run(experiment_id, run_name=tracking.run_name or run_name,
+                                       tags=run_tags).info.run_id
+        else:
+            run_id = resume_run_id
+            client.update_run(run_id, status="RUNNING")
+            Tracker(run_id).set_tags(owner_tags())
+        tracker = Tracker(run_id, mlflow.get_tracking_uri())
         status = "FAILED"
         try:
-            with Heartbeat(mlflow.MlflowClient(), run.info.run_id):
+            with Heartbeat(client, run_id):
                 tracker.set_tags({**detect_machine().as_tags(), **git_tags(), **hydra_tags(),
                                   **sweep_job_tags(tracking), **(tags or {})})
                 if resume_run_id is None:
                     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
                     tracker.log_params(flatten(container))
                 tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-                log.info("MLflow run %s in %s", run.info.run_id, mlflow.get_tracking_uri())
+                log.info("MLflow run %s in %s", run_id, mlflow.get_tracking_uri())
                 yield tracker
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
             raise
         except BaseException as error:
-            mlflow.set_tag("error", one_line(error, 5000))
+            tracker.set_tags({"error": one_line(error, 5000)})
             raise
         finally:
-            mlflow.end_run(status=status)
+            client.set_terminated(run_id, status)
