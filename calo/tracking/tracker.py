@@ -69,26 +69,23 @@ class Tracker:
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(key, _param_value(value)) for key, value in params.items()]
-        for start in range(0, len(items), 100):  # MLflow's batch limit for params
-            self._client.log_batch(self.run_id, params=items[start : start + 100])
+        self._client.log_batch(self.run_id, params=[Param(key, _param_value(value))
+                                                    for key, value in params.items()])
 
     @_recording
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
-        for start in range(0, len(items), 1000):
-            self._client.log_batch(self.run_id, metrics=items[start : start + 1000])
+        self._client.log_batch(self.run_id, metrics=[Metric(key, float(value), now, step or 0)
+                                                     for key, value in metrics.items()])
 
     @_recording
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(key, str(value)) for key, value in tags.items()]
-        for start in range(0, len(items), 100):
-            self._client.log_batch(self.run_id, tags=items[start : start + 100])
+        self._client.log_batch(self.run_id,
+                               tags=[RunTag(key, str(value)) for key, value in tags.items()])
 
     @_recording
     def log_text(self, text: str, artifact_file: str) -> None:
@@ -196,11 +193,12 @@ def tracked_run(
             run_tags = {**owner_tags(), **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
             run_id = client.create_run(experiment_id, run_name=tracking.run_name or run_name,
                                        tags=run_tags).info.run_id
+            tracker = Tracker(run_id, mlflow.get_tracking_uri())
         else:
             run_id = resume_run_id
             client.update_run(run_id, status="RUNNING")
-            Tracker(run_id).set_tags(owner_tags())
-        tracker = Tracker(run_id, mlflow.get_tracking_uri())
+            tracker = Tracker(run_id, mlflow.get_tracking_uri())
+            tracker.set_tags(owner_tags())
         status = "FAILED"
         try:
             with Heartbeat(client, run_id):
