@@ -65,6 +65,10 @@ class ModelConfig:
     dropout: float = 0.2
     energy_scale: float = 100.0  # the network sees Ep / energy_scale
     cell_scale: float = 1.0  # the network works in GeV * cell_scale (the Conv2D code: GeV)
+    # Initial bias of the generator's last convolution: 0 as in Keras; about -1.5 standard
+    # deviations of its output (-2) starts a new training with ~7 % of cells above the hit
+    # threshold and, at cell_scale=100, about the real energy (models/README.md).
+    output_bias_init: float = 0.0
     weights: str | None = None  # generator .weights.h5 (path or models:/name/version)
     discriminator_weights: str | None = None
     # models:/ and runs:/ weights through MLflow's own loader, which may unpickle and import
@@ -321,6 +325,8 @@ class TrainSettings:
     lr_decay_per_epoch: float = 0.95  # exponential decay of both rates
     lr_batch_size: int = 128  # the batch the rates are for: linear scaling to batch_size
     loss_weights: list[float] = field(default_factory=lambda: [6.0, 0.2, 0.1])
+    # Generator physics losses (shape, energy, hits; calo.train.recipe): 0 = the paper's recipe.
+    physics_loss_weights: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     real_label: float = 0.9  # one-sided label smoothing
     label_flip: float = 0.05  # fraction of real/fake labels swapped
     generator_steps: int = 1  # generator updates per batch (the Conv2D code: 1; Conv3D: 2)
@@ -353,6 +359,10 @@ class TrainSettings:
                 f"train.validation_fraction must be in (0, 1), got {self.validation_fraction}")
         require(len(self.loss_weights) == 3,
                 f"train.loss_weights needs 3 weights (BCE, AUX, ECAL), got {self.loss_weights}")
+        require(len(self.physics_loss_weights) == 3
+                and all(weight >= 0 for weight in self.physics_loss_weights),
+                "train.physics_loss_weights needs 3 non-negative weights (shape, energy, hits), "
+                f"got {self.physics_loss_weights}")
         require(self.validate_every is None or self.validate_every > 0,
                 f"train.validate_every must be positive, got {self.validate_every}")
         require(self.relu_epoch >= 0, f"train.relu_epoch must be >= 0, got {self.relu_epoch}")

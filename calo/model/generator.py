@@ -92,6 +92,7 @@ def build_generator(cfg: ModelConfig, output: OutputActivation = "relu") -> kera
     # float32 from the combining convolution on, whatever the dtype policy (mixed_bfloat16
     # training): cell energies span six decades, and the losses read them.
     x = layers.Conv2D(CELLS, 3, padding="same", kernel_initializer="he_uniform",
+                      bias_initializer=keras.initializers.Constant(cfg.output_bias_init),
                       name="combine_conv", dtype="float32")(x)
     return keras.Model(latent, _output(x, output), name="generator")
 

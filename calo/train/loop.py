@@ -28,11 +28,12 @@ from calo.data import Showers, load_reference
 from calo.errors import CaloError
 from calo.model.discriminator import build_discriminator
 from calo.model.generator import OutputActivation, build_generator, with_output
-from calo.model.io import NetworkIO
+from calo.model.io import NetworkIO, sample_latent
 from calo.model.weights import load_weights
 from calo.paths import atomic_path, resolve
 from calo.physics import ValidationResult
 from calo.tracking import Tracker, tracked_run
+from calo.train.batch_norm import recalibrate_batch_norm
 from calo.train.checkpoint import (
     TrainState,
     UnreadableCheckpoint,
@@ -43,7 +44,7 @@ from calo.train.checkpoint import (
     save_checkpoint,
 )
 from calo.train.distribute import is_chief, make_strategy, synchronize_batch_norm
-from calo.train.recipe import make_batch
+from calo.train.recipe import GeneratorLoss, make_batch
 from calo.train.validation import Validator
 
 __all__ = ["TrainResult", "train"]
@@ -54,6 +55,7 @@ BEST_GENERATOR = "best_generator.weights.h5"
 BEST_DISCRIMINATOR = "best_discriminator.weights.h5"
 LAST_GENERATOR = "last_generator.weights.h5"
 LAST_DISCRIMINATOR = "last_discriminator.weights.h5"
+BATCH_NORM_SHOWERS = 256  # generated showers whose statistics the generator's batch norms keep
 
 
 @dataclass(frozen=True)
@@ -169,17 +171,27 @@ def _dtype_policy(precision: TrainPrecision) -> Iterator[None]:
 
 def _fingerprint(settings: TrainConfig) -> str:
     """What a checkpoint must agree with to be resumed: model, data and recipe, not budgets."""
-    recipe = dataclasses.asdict(settings.train)
+    recipe = _without_new_defaults(dataclasses.asdict(settings.train))
     for key in ("epochs", "max_steps", "max_minutes", "resume", "checkpoint_every",
                 "checkpoint_root", "log_every", "register_name", "strategy", "validate_every",
                 "checkpoint_minutes", "precision"):
         recipe.pop(key)
-    model = {k: v for k, v in dataclasses.asdict(settings.model).items()
+    model = {k: v for k, v in _without_new_defaults(dataclasses.asdict(settings.model)).items()
              if k not in ("weights", "discriminator_weights", "trust_mlflow_loader")}
     data = {k: v for k, v in dataclasses.asdict(settings.data).items() if k != "cache_dir"}
     text = json.dumps({"model": model, "data": data, "recipe": recipe, "seed": settings.seed},
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# Options added after checkpoints were shipped: at these values a checkpoint's fingerprint is
+# what it was before the option existed, so the shipped checkpoints still resume.
+_NEW_DEFAULTS = {"physics_loss_weights": [0.0, 0.0, 0.0], "output_bias_init": 0.0}
+
+
+def _without_new_defaults(options: dict) -> dict:
+    return {key: value for key, value in options.items()
+            if key not in _NEW_DEFAULTS or value != _NEW_DEFAULTS[key]}
 
 
 def _initial_state(settings: TrainConfig, networks: _Networks, folder: Path) -> TrainState:
@@ -252,10 +264,14 @@ def _refuse_used_folder(folder: Path) -> None:
                         "train.name, or remove that folder")
 
 
-def _steps(networks: _Networks, recipe, strategy, output: OutputActivation):
+def _steps(networks: _Networks, settings: TrainConfig, strategy, output: OutputActivation):
     """The backend's update steps, training the generator with the given output activation."""
+    recipe = settings.train
+    generator_loss = GeneratorLoss(
+        tuple(recipe.loss_weights), tuple(recipe.physics_loss_weights),
+        settings.physics.hit_threshold * settings.model.cell_scale, recipe.batch_size)
     common = (with_output(networks.generator, output), networks.discriminator, networks.g_optimizer,
-              networks.d_optimizer, recipe.loss_weights, recipe.batch_size)
+              networks.d_optimizer, generator_loss)
     if keras.backend.backend() == "jax":
         from calo.train.steps_jax import JaxSteps
 
@@ -289,7 +305,7 @@ class _Loop:
         self._last_checkpoint = time.monotonic()
         self.validate_every = self.recipe.validate_every or self.steps_per_epoch
         self.output = self._output_at(state.step)
-        self.steps = _steps(networks, self.recipe, strategy, self.output)
+        self.steps = _steps(networks, settings, strategy, self.output)
         self.validator = Validator(validation_set, self.io, settings.model.latent_distribution,
                                    settings.physics, settings.seed)
         total = self.recipe.epochs * self.steps_per_epoch
@@ -338,7 +354,7 @@ class _Loop:
         if output != self.output:
             self.steps.sync_models()
             self.output = output
-            self.steps = _steps(self.networks, self.recipe, self.strategy, output)
+            self.steps = _steps(self.networks, self.settings, self.strategy, output)
             log.info("step %d: the generator's output is now %s", step, output)
 
     def _generate(self, network_input: np.ndarray) -> np.ndarray:
@@ -361,11 +377,12 @@ class _Loop:
                            self.io, self.recipe,
                            (self.settings.data.energy_min, self.settings.data.energy_max),
                            self.settings.model.latent_distribution,
-                           np.random.default_rng([self.settings.seed, step]))
+                           np.random.default_rng([self.settings.seed, step]),
+                           self.settings.physics.hit_threshold)
         real = self.steps.discriminator_step(batch.real_images, batch.real)
         fake = self.steps.discriminator_step(self.steps.generate(batch.fake_input), batch.fake)
         for _ in range(self.recipe.generator_steps):
-            generator = self.steps.generator_step(batch.fake_input, batch.generator)
+            generator = self.steps.generator_step(batch.fake_input, batch.generator, batch.physics)
         metrics = {f"train/{k}_real": v for k, v in real.items()}
         metrics |= {f"train/{k}_fake": v for k, v in fake.items()}
         metrics |= {f"train/{k}": v for k, v in generator.items()}
@@ -380,6 +397,8 @@ class _Loop:
         if not self.chief:
             return
         self.steps.sync_models()
+        recalibrate_batch_norm(self.networks.generator, self._calibration_input())
+        self.steps.reload_models()
         score, metrics, result = self.validator(self._generate)
         metrics["train/val_score"] = score
         self.tracker.log_metrics(metrics, step=epoch)
@@ -392,6 +411,15 @@ class _Loop:
             _save_weights_atomically(self.networks.generator, self.folder / BEST_GENERATOR)
             _save_weights_atomically(self.networks.discriminator,
                                      self.folder / BEST_DISCRIMINATOR)
+
+    def _calibration_input(self) -> np.ndarray:
+        """Generator input for the batch-norm statistics, drawn as in training."""
+        rng = np.random.default_rng([self.settings.seed, self.state.step, 1])
+        energy = rng.uniform(self.settings.data.energy_min, self.settings.data.energy_max,
+                             BATCH_NORM_SHOWERS)
+        latent = sample_latent(BATCH_NORM_SHOWERS, self.io.latent_dim,
+                               self.settings.model.latent_distribution, rng)
+        return self.io.network_input(latent, energy)
 
     def _history(self, record: dict) -> None:
         """Append to ``history.jsonl`` beside the checkpoints: the record of a training that

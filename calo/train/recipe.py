@@ -16,6 +16,13 @@ Losses: binary cross-entropy, MAPE(AUX), MAPE(ECAL), weighted by ``loss_weights`
 over the replica's examples and divided by the GLOBAL batch, so gradients summed across
 replicas equal the single-device ones. Real cells below ``CELL_FLOOR`` GeV are set to zero, as the
 public code does ("unphysical values").
+
+Optional physics losses on the generator (``physics_loss_weights``, off in the paper's recipe)
+pull batch statistics of the generated showers, as inference makes them (through the ReLU),
+towards the real batch's: the mean normalised x, y and z profiles (L1), each shower's energy
+against its target sum (relative), and the mean hit multiplicity through a smooth count
+(relative). They give the generator a dense signal from the first step, where the adversarial
+loss alone needs millions of showers.
 """
 
 from __future__ import annotations
@@ -30,10 +37,13 @@ from calo.config import LatentDistribution, TrainSettings
 from calo.model.io import NetworkIO, sample_latent
 from calo.published import sampling_fraction_fit
 
-__all__ = ["GanBatch", "LOSS_PARTS", "Targets", "loss_metrics", "make_batch", "weighted_loss"]
+__all__ = ["GanBatch", "GeneratorLoss", "LOSS_PARTS", "PHYSICS_PARTS", "PhysicsTargets", "Targets",
+           "loss_metrics", "make_batch", "physics_loss", "weighted_loss"]
 
 LOSS_PARTS = ("bce", "aux", "ecal")
+PHYSICS_PARTS = ("shape", "energy", "hits")
 CELL_FLOOR = 1e-6  # GeV
+SOFT_HIT_WIDTH = 0.25  # of the hit threshold: an empty cell counts exp(-4) ~ 2 % of a hit
 
 
 @dataclass(frozen=True)
@@ -49,12 +59,26 @@ class Targets:
 
 
 @dataclass(frozen=True)
+class PhysicsTargets:
+    """Per real shower (the generator step averages them over its batch): normalised x, y, z
+    profiles (B, 75) and soft hit count (B, 1); and per generated shower its target sum (B, 1)."""
+
+    profiles: NDArray[np.float32]
+    hits: NDArray[np.float32]
+    ecal: NDArray[np.float32]
+
+    def as_tuple(self) -> tuple[NDArray[np.float32], ...]:
+        return self.profiles, self.hits, self.ecal
+
+
+@dataclass(frozen=True)
 class GanBatch:
     real_images: NDArray[np.float32]  # (B, 25, 25, 25) network units
     real: Targets
     fake_input: NDArray[np.float32]  # (B, latent_dim) generator input
     fake: Targets  # for the discriminator step on generated showers
     generator: Targets  # for the generator step
+    physics: PhysicsTargets  # for the generator step's physics losses
 
 
 def _column(values: NDArray) -> NDArray[np.float32]:
@@ -69,6 +93,7 @@ def make_batch(
     energy_range: tuple[float, float],
     latent_distribution: LatentDistribution,
     rng: np.random.Generator,
+    hit_threshold_gev: float = 3e-4,
 ) -> GanBatch:
     """One global batch from real showers (GeV) and freshly drawn fakes; all randomness from
     ``rng``, so a step's batch is reproducible from its seed (exact resume, equal replicas)."""
@@ -80,6 +105,7 @@ def make_batch(
     flip_fake = rng.uniform(size=size) < settings.label_flip
     flip_generator = rng.uniform(size=size) < settings.label_flip
     real_images = np.where(ecal_gev < CELL_FLOOR, 0.0, ecal_gev * io.cell_scale).astype(np.float32)
+    hit_threshold = np.float32(hit_threshold_gev * io.cell_scale)
     return GanBatch(
         real_images=real_images,
         real=Targets(
@@ -98,7 +124,39 @@ def make_batch(
             aux=_column(fake_energy / io.energy_scale),
             ecal=fake_ecal,
         ),
+        physics=PhysicsTargets(
+            profiles=np.asarray(_profiles(real_images, np), dtype=np.float32),
+            hits=_column(_soft_hits(real_images, hit_threshold, np)),
+            ecal=fake_ecal,
+        ),
     )
+
+
+def _profiles(images, xp):
+    """(B, 25, 25, 25) -> (B, 75): each shower's x, y and z profiles, each summing to 1."""
+    total = xp.sum(images, axis=(1, 2, 3))[:, None] + 1e-12
+    return xp.concatenate([xp.sum(images, axis=(2, 3)), xp.sum(images, axis=(1, 3)),
+                           xp.sum(images, axis=(1, 2))], axis=1) / total
+
+
+def _soft_hits(images, threshold, xp):
+    """(B,) a differentiable count of the cells above ``threshold``."""
+    width = threshold * SOFT_HIT_WIDTH
+    return xp.sum(1.0 / (1.0 + xp.exp(-(images - threshold) / width)), axis=(1, 2, 3))
+
+
+def physics_loss(images, targets, hit_threshold: float, global_batch: int):
+    """The (shape, energy, hits) losses of one replica's generated showers (network output
+    before the ReLU), each its share of the global batch's value."""
+    showers = ops.relu(images)
+    profiles, hits, ecal = targets
+    share = ops.shape(showers)[0] / global_batch
+    shape = ops.sum(ops.abs(ops.mean(_profiles(showers, ops), axis=0)
+                            - ops.mean(profiles, axis=0))) / 3
+    energy = ops.sum(ops.abs(ops.sum(showers, axis=(1, 2, 3)) / ops.squeeze(ecal, 1) - 1.0))
+    soft_hits = _soft_hits(showers, hit_threshold, ops)
+    multiplicity = ops.abs(ops.mean(soft_hits) / ops.mean(hits) - 1.0)
+    return shape * share, energy / global_batch, multiplicity * share
 
 
 def weighted_loss(outputs, targets, weights, global_batch: int):
@@ -116,7 +174,31 @@ def weighted_loss(outputs, targets, weights, global_batch: int):
     return total, parts
 
 
+@dataclass(frozen=True)
+class GeneratorLoss:
+    """The generator's objective: the weighted adversarial losses, plus the physics losses
+    when any of their weights is non-zero (then 7 parts are returned instead of 4)."""
+
+    loss_weights: tuple[float, float, float]
+    physics_weights: tuple[float, float, float]
+    hit_threshold: float  # network units
+    global_batch: int
+
+    @property
+    def with_physics(self) -> bool:
+        return any(self.physics_weights)
+
+    def __call__(self, images, outputs, targets, physics_targets):
+        total, parts = weighted_loss(outputs, targets, self.loss_weights, self.global_batch)
+        if not self.with_physics:
+            return total, parts
+        physics = physics_loss(images, physics_targets, self.hit_threshold, self.global_batch)
+        total = total + sum(weight * part for weight, part in zip(self.physics_weights, physics))
+        return total, (*parts, *physics)
+
+
 def loss_metrics(prefix: str, losses) -> dict[str, float]:
-    """(total, bce, aux, ecal) -> {"d_loss": ..., "d_bce": ..., ...} as floats."""
+    """(total, bce, aux, ecal[, shape, energy, hits]) -> {"d_loss": ..., "d_bce": ..., ...}."""
     total, *parts = (float(loss) for loss in losses)
-    return {f"{prefix}_loss": total, **{f"{prefix}_{n}": v for n, v in zip(LOSS_PARTS, parts)}}
+    names = LOSS_PARTS + PHYSICS_PARTS
+    return {f"{prefix}_loss": total, **{f"{prefix}_{n}": v for n, v in zip(names, parts)}}

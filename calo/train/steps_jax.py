@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from calo.train.recipe import Targets, loss_metrics, weighted_loss
+from calo.train.recipe import GeneratorLoss, PhysicsTargets, Targets, loss_metrics, weighted_loss
 
 __all__ = ["JaxSteps"]
 
@@ -19,19 +19,13 @@ class JaxSteps:
     """Discriminator and generator updates, and inference, for the JAX backend (one device)."""
 
     def __init__(self, generator, discriminator, g_optimizer, d_optimizer,
-                 loss_weights: list[float], global_batch: int) -> None:
+                 generator_loss: GeneratorLoss) -> None:
         self.generator, self.discriminator = generator, discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
-        self.loss_weights = list(loss_weights)
-        self.global_batch = global_batch
-        self.state = {
-            "g": [v.value for v in generator.trainable_variables],
-            "g_fixed": [v.value for v in generator.non_trainable_variables],
-            "d": [v.value for v in discriminator.trainable_variables],
-            "d_fixed": [v.value for v in discriminator.non_trainable_variables],
-            "g_opt": [v.value for v in g_optimizer.variables],
-            "d_opt": [v.value for v in d_optimizer.variables],
-        }
+        self.generator_loss = generator_loss
+        self.loss_weights = list(generator_loss.loss_weights)
+        self.global_batch = generator_loss.global_batch
+        self.reload_models()
         self._d_update = jax.jit(self._d_update_fn, donate_argnums=0)
         self._g_update = jax.jit(self._g_update_fn, donate_argnums=0)
         self._infer = jax.jit(self._infer_fn)
@@ -50,13 +44,13 @@ class JaxSteps:
         d_weights, d_opt = self.d_optimizer.stateless_apply(state["d_opt"], grads, state["d"])
         return {**state, "d": d_weights, "d_fixed": d_fixed, "d_opt": d_opt}, (total, *parts)
 
-    def _g_update_fn(self, state, latent, targets):
+    def _g_update_fn(self, state, latent, targets, physics):
         def loss_fn(g_weights):
             images, g_fixed = self.generator.stateless_call(
                 g_weights, state["g_fixed"], latent, training=True)
             outputs, _ = self.discriminator.stateless_call(
                 state["d"], state["d_fixed"], images, training=False)
-            total, parts = self._loss(outputs, targets)
+            total, parts = self.generator_loss(images, outputs, targets, physics)
             return total, (g_fixed, parts)
 
         (total, (g_fixed, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["g"])
@@ -72,16 +66,17 @@ class JaxSteps:
         self.state, losses = self._d_update(self.state, images, targets.as_tuple())
         return loss_metrics("d", losses)
 
-    def generator_step(self, latent: np.ndarray, targets: Targets) -> dict[str, float]:
-        self.state, losses = self._g_update(self.state, latent, targets.as_tuple())
+    def generator_step(self, latent: np.ndarray, targets: Targets,
+                       physics: PhysicsTargets) -> dict[str, float]:
+        self.state, losses = self._g_update(self.state, latent, targets.as_tuple(),
+                                            physics.as_tuple())
         return loss_metrics("g", losses)
 
     def generate(self, network_input: np.ndarray) -> np.ndarray:
         return np.asarray(self._infer(self.state, network_input))
 
-    def sync_models(self) -> None:
-        """Write the training state back into the Keras variables."""
-        pairs = (
+    def _pairs(self):
+        return (
             (self.generator.trainable_variables, "g"),
             (self.generator.non_trainable_variables, "g_fixed"),
             (self.discriminator.trainable_variables, "d"),
@@ -89,6 +84,14 @@ class JaxSteps:
             (self.g_optimizer.variables, "g_opt"),
             (self.d_optimizer.variables, "d_opt"),
         )
-        for variables, key in pairs:
+
+    def sync_models(self) -> None:
+        """Write the training state back into the Keras variables."""
+        for variables, key in self._pairs():
             for variable, value in zip(variables, self.state[key]):
                 variable.assign(value)
+
+    def reload_models(self) -> None:
+        """Read the training state from the Keras variables (after they were changed)."""
+        self.state = {key: [variable.value for variable in variables]
+                      for variables, key in self._pairs()}

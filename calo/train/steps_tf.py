@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from calo.train.recipe import Targets, loss_metrics, weighted_loss
+from calo.train.recipe import GeneratorLoss, PhysicsTargets, Targets, loss_metrics, weighted_loss
 
 __all__ = ["TFSteps"]
 
@@ -18,12 +18,12 @@ class TFSteps:
     """Discriminator and generator updates, and inference, for the TensorFlow backend."""
 
     def __init__(self, generator, discriminator, g_optimizer, d_optimizer,
-                 loss_weights: list[float], global_batch: int,
-                 strategy: tf.distribute.Strategy) -> None:
+                 generator_loss: GeneratorLoss, strategy: tf.distribute.Strategy) -> None:
         self.generator, self.discriminator = generator, discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
-        self.loss_weights = list(loss_weights)
-        self.global_batch = global_batch
+        self.generator_loss = generator_loss
+        self.loss_weights = list(generator_loss.loss_weights)
+        self.global_batch = generator_loss.global_batch
         self.strategy = strategy
         self._d_update = tf.function(self._replicated(self._d_replica_step))
         self._g_update = tf.function(self._replicated(self._g_replica_step))
@@ -46,11 +46,12 @@ class TFSteps:
         self.d_optimizer.apply(tape.gradient(total, variables), variables)
         return (total, *parts)
 
-    def _g_replica_step(self, latent, label, aux, ecal):
+    def _g_replica_step(self, latent, label, aux, ecal, profiles, hits, target_sum):
         with tf.GradientTape() as tape:
-            outputs = self.discriminator(self.generator(latent, training=True), training=False)
-            total, parts = weighted_loss(outputs, (label, aux, ecal), self.loss_weights,
-                                         self.global_batch)
+            images = self.generator(latent, training=True)
+            outputs = self.discriminator(images, training=False)
+            total, parts = self.generator_loss(images, outputs, (label, aux, ecal),
+                                               (profiles, hits, target_sum))
         variables = self.generator.trainable_variables
         self.g_optimizer.apply(tape.gradient(total, variables), variables)
         return (total, *parts)
@@ -71,11 +72,16 @@ class TFSteps:
     def discriminator_step(self, images: np.ndarray, targets: Targets) -> dict[str, float]:
         return loss_metrics("d", self._d_update(*self._distribute(images, *targets.as_tuple())))
 
-    def generator_step(self, latent: np.ndarray, targets: Targets) -> dict[str, float]:
-        return loss_metrics("g", self._g_update(*self._distribute(latent, *targets.as_tuple())))
+    def generator_step(self, latent: np.ndarray, targets: Targets,
+                       physics: PhysicsTargets) -> dict[str, float]:
+        arrays = self._distribute(latent, *targets.as_tuple(), *physics.as_tuple())
+        return loss_metrics("g", self._g_update(*arrays))
 
     def generate(self, network_input: np.ndarray) -> np.ndarray:
         return self._infer(tf.constant(network_input)).numpy()
 
     def sync_models(self) -> None:
+        """The Keras variables are the training state already."""
+
+    def reload_models(self) -> None:
         """The Keras variables are the training state already."""

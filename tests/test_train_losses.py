@@ -1,0 +1,90 @@
+"""The generator's physics losses and the batch-norm recalibration, on analytic cases."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from calo.config import LatentDistribution, ModelConfig, TrainSettings
+from calo.model.generator import build_generator
+from calo.model.io import NetworkIO
+from calo.train.batch_norm import recalibrate_batch_norm
+from calo.train.recipe import make_batch, physics_loss
+
+THRESHOLD = 3e-4
+
+
+def _showers(rng: np.random.Generator, n: int = 8) -> np.ndarray:
+    """Gaussian blobs of a few GeV around the calorimeter's centre."""
+    axis = np.arange(25)
+    blob = np.exp(-((axis[:, None, None] - 12) ** 2 + (axis[None, :, None] - 12) ** 2) / 4
+                  - (axis[None, None, :] - 10) ** 2 / 30)
+    showers = rng.uniform(1, 5, n)[:, None, None, None] * blob / blob.sum()
+    return np.where(showers < 1e-6, 0.0, showers).astype(np.float32)  # as make_batch floors
+
+
+def _batch(real: np.ndarray, rng: np.random.Generator):
+    return make_batch(real, np.full(len(real), 200.0, np.float32), NetworkIO(),
+                      TrainSettings(), (100.0, 500.0), LatentDistribution.normal, rng, THRESHOLD)
+
+
+def test_physics_losses_vanish_for_the_real_showers_and_grow_with_the_mismatch() -> None:
+    rng = np.random.default_rng(0)
+    real = _showers(rng)
+    batch = _batch(real, rng)
+    sums = real.sum(axis=(1, 2, 3))[:, None]
+    targets = (batch.physics.profiles, batch.physics.hits, sums)
+    same = [float(part) for part in physics_loss(real, targets, THRESHOLD, len(real))]
+    assert same == pytest.approx([0.0, 0.0, 0.0], abs=1e-5)
+
+    hot = [float(part) for part in physics_loss(3 * real, targets, THRESHOLD, len(real))]
+    assert hot[1] == pytest.approx(2.0, rel=1e-4)  # every shower 3x its target sum
+    assert hot[0] == pytest.approx(0.0, abs=1e-5)  # the same shapes
+    assert hot[2] > 0.01  # cells near the threshold cross it
+
+    shifted = np.roll(real, 5, axis=3)  # five layers deeper
+    deeper = [float(part) for part in physics_loss(shifted, targets, THRESHOLD, len(real))]
+    assert deeper[0] > 0.2
+
+
+def test_negative_network_output_counts_as_empty_cells() -> None:
+    rng = np.random.default_rng(1)
+    real = _showers(rng)
+    batch = _batch(real, rng)
+    targets = (batch.physics.profiles, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None])
+    negative = np.where(real > 0, real, -1.0).astype(np.float32)  # empty cells far below zero
+    parts = physics_loss(negative, targets, THRESHOLD, len(real))
+    assert [float(p) for p in parts] == pytest.approx([0.0, 0.0, 0.0], abs=1e-4)
+
+
+def test_physics_losses_share_the_global_batch_between_replicas() -> None:
+    rng = np.random.default_rng(2)
+    real = _showers(rng, 8)
+    batch = _batch(real, rng)
+    targets = (batch.physics.profiles, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None] / 2)
+    whole = np.array([float(p) for p in physics_loss(real, targets, THRESHOLD, 8)])
+    halves = [np.array([float(p) for p in physics_loss(
+        real[i : i + 4], tuple(t[i : i + 4] for t in targets), THRESHOLD, 8)]) for i in (0, 4)]
+    assert (halves[0] + halves[1])[1] == pytest.approx(whole[1], rel=1e-5)  # energy: per shower
+
+
+def test_recalibrated_batch_norm_makes_inference_match_the_weights() -> None:
+    keras.utils.set_random_seed(0)
+    generator = build_generator(ModelConfig(name="tiny", path_filters=[4] * 8,
+                                            discriminator_filters=[4] * 6, dropout=0.2))
+    network_input = np.random.default_rng(0).normal(size=(64, 200)).astype(np.float32)
+    for _ in range(3):  # moving statistics of other weights
+        generator(network_input * 3, training=True)
+    before = np.asarray(generator(network_input, training=False))
+    recalibrate_batch_norm(generator, network_input)
+    after = np.asarray(generator(network_input, training=False))
+    norms = [layer for layer in generator.layers if "bn" in layer.name]
+    drops = [layer for layer in generator.layers if "drop" in layer.name]
+    assert all(layer.momentum == 0.99 for layer in norms)  # restored
+    assert all(layer.rate == 0.2 for layer in drops)
+    for layer in drops:
+        layer.rate = 0.0
+    exact = np.asarray(generator(network_input, training=True))
+    assert np.abs(after - exact).max() < 1e-3 * np.abs(exact).max()
+    assert np.abs(before - exact).max() > 10 * np.abs(after - exact).max()
