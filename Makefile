@@ -7,7 +7,7 @@ STORE := $(CURDIR)/mlruns
 SERVICES := $(CURDIR)/services
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-full test-cluster bench report ui services services-stop lint clean
+.PHONY: help install run test test-full test-cluster bench report results ui services services-stop lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ bench: $(INSTALLED)  ## full-size generator, every precision, this machine: one 
 
 report: $(INSTALLED)  ## the comparison report of the latest sweep: make report ARGS="--experiment paper_tables"
 	$(PY) -m calo.report $(ARGS)
+
+results: $(INSTALLED)  ## the result tables and figures of README.md and docs/ from mlruns/
+	$(PY) -m calo.report --readme
 
 ui: $(INSTALLED)  ## the MLflow UI on http://127.0.0.1:5000 over mlruns/
 	mkdir -p $(STORE)

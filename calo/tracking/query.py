@@ -21,7 +21,8 @@ from calo.errors import CaloError, one_line
 from calo.tracking.store import check_server, configure_store
 from calo.tracking.tags import PARENT_TAG
 
-__all__ = ["RunRecord", "SweepRuns", "load_sweep", "read_json_artifact", "run_exists"]
+__all__ = ["RunRecord", "SweepRuns", "load_sweep", "read_artifact", "read_json_artifact",
+           "run_exists", "run_record"]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class SweepRuns:
     problems: list[str] = field(default_factory=list)
 
 
-def _record(run: Any) -> RunRecord:
+def run_record(run: Any) -> RunRecord:
     return RunRecord(run.info.run_id, run.info.run_name or "", run.info.status,
                      run.info.start_time or 0, dict(run.data.params), dict(run.data.tags),
                      dict(run.data.metrics))
@@ -105,14 +106,14 @@ def load_sweep(uri: str, experiment: str, sweep: str = "latest") -> SweepRuns:
             result.problems.append(f"{what} in experiment {experiment!r}: run one with "
                                    "python -m calo.run -m ... or +experiment=...")
             return result
-        result.parent = _record(parent)
+        result.parent = run_record(parent)
         children = client.search_runs([found.experiment_id],
                                       f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
                                       max_results=10_000, order_by=["attributes.start_time ASC"])
     except Exception as error:  # MLflow raises many types for a broken store
         result.problems.append(f"cannot read {uri}: {one_line(error, 300)}")
         return result
-    result.runs = [_record(run) for run in children]
+    result.runs = [run_record(run) for run in children]
     if not result.runs:
         result.problems.append(f"sweep {result.parent.name} ({parent.info.run_id}) has no runs")
     return result
@@ -136,10 +137,10 @@ def _find_parent(client: Any, experiment_id: str, sweep: str) -> Any | None:
     return newest[0] if newest else None
 
 
-def read_json_artifact(uri: str, run_id: str, path: str) -> dict[str, Any] | None:
-    """A JSON artifact of a run, or None when it cannot be read. Why not is logged at WARNING
-    (what the report draws from it leaves the run out): the run logged no such artifact, the
-    store could not give it, or it is not JSON."""
+def read_artifact(uri: str, run_id: str, path: str) -> bytes | None:
+    """The bytes of a run's artifact, or None when it cannot be read. Why not is logged at
+    WARNING (what is drawn from it leaves the run out): the run logged no such artifact, or
+    the store could not give it."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as folder:
@@ -150,12 +151,21 @@ def read_json_artifact(uri: str, run_id: str, path: str) -> dict[str, Any] | Non
             log.warning("run %s: cannot read %s: %s", run_id, path,
                         _missing_reason(uri, run_id, path, error))
             return None
-        try:
-            return json.loads(Path(local).read_text())
-        except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError are ones
-            log.warning("run %s: cannot read %s: not a JSON file (%s)", run_id, path,
-                        one_line(error, 200))
-            return None
+        return Path(local).read_bytes()
+
+
+def read_json_artifact(uri: str, run_id: str, path: str) -> dict[str, Any] | None:
+    """A JSON artifact of a run, or None when it cannot be read (:func:`read_artifact`), or
+    is not JSON (logged at WARNING too)."""
+    data = read_artifact(uri, run_id, path)
+    if data is None:
+        return None
+    try:
+        return json.loads(data.decode())
+    except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError are ones
+        log.warning("run %s: cannot read %s: not a JSON file (%s)", run_id, path,
+                    one_line(error, 200))
+        return None
 
 
 def _missing_reason(uri: str, run_id: str, path: str, error: Exception) -> str:
