@@ -1,6 +1,6 @@
 """The real EleEscan sample's published statistics, and how the simulator reproduces them.
 
-    python -m calo.data.calibration [--showers 4000] [--fit] [--write README.md]
+    python -m calo.data.calibration [--showers 4000] [--fit] [--write docs/data.md]
 
 prints the fitted statistics (published against simulated), the held-out checks that were not
 fitted (``calo.data.simulator_checks``) and, with ``--fit``, the tuned constants fitted again by

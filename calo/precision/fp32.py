@@ -3,7 +3,7 @@
 With ``rewrite`` (the default) its BatchNorms are folded (:func:`calo.precision.rewrite.
 fold_batchnorm`) and its transposed convolutions kept: of the fp32 paths measured here (Keras
 ``tf.function``, with XLA, the exported SavedModel, oneDNN off, the frozen graph with and
-without each rewrite) that is the fastest (README, "Precision backends"), so that no speed-up
+without each rewrite) that is the fastest (docs/precision.md), so that no speed-up
 is inflated by a slow baseline.
 """
 

@@ -19,7 +19,7 @@ Two rewrites, each exact up to float rounding (tests compare outputs against Ker
     ``padding='valid'``. With ``padding='same'`` it cannot: the zero padding sees no ``b``,
     so near the borders the exact term is a position-dependent map, not a per-channel bias.
     The shift then stays as a per-channel bias add in front of the convolution. Two exact
-    alternatives were measured and dropped (README, "Precision backends"): an extra input
+    alternatives were measured and dropped (docs/precision.md): an extra input
     channel that is constant inside the image (65 channels break oneDNN's and XNNPACK's
     channel blocking: 20-35 % slower) and a constant border map added after the convolution
     (as fast, but 2 MB more of fp32 constants in the int8 engine).

@@ -1,8 +1,8 @@
 """The paper's Tables 1, 3, 4 and 5 from tracked runs, this project's values beside the
 paper's. Each table lists what it could not fill (a failed run, a run without the metrics).
 
-Metric names are the runs' own (README, "Metric names"): ``bench/...`` for speed,
-``physics/<sample>/...`` for shapes and distances.
+Metric names are the runs' own (docs/physics.md and docs/bench.md, "Metric names"):
+``bench/...`` for speed, ``physics/<sample>/...`` for shapes and distances.
 """
 
 from __future__ import annotations
