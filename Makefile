@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 STORE := $(CURDIR)/mlruns
 SERVICES := $(CURDIR)/services
+# make test runs its tests in this many processes (pytest-xdist): much of a test's time is
+# spent starting Python and TensorFlow in subprocesses, which overlaps well even on 2 cores.
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-full test-cluster bench report results ui services services-stop lint clean
@@ -24,7 +27,7 @@ run: $(INSTALLED)  ## the main job on the built-in defaults, logged to mlruns/
 	$(PY) -m calo.run
 
 test: $(INSTALLED)  ## the test suite (tiny models), without the cluster's; CI runs both
-	$(PY) -m pytest -m "not slow and not cluster"
+	$(PY) -m pytest -m "not slow and not cluster" -n $(TEST_WORKERS) --dist worksteal
 
 test-cluster: $(INSTALLED)  ## the cluster tests: PostgreSQL, MLflow server, one-node SLURM
 	$(PY) -m pytest -m "cluster and not slow"
