@@ -52,7 +52,7 @@ def concurrency_reason(launcher: Mapping[str, Any]) -> str | None:
             return None
         at_once = f"{n_jobs} jobs" if n_jobs and n_jobs > 0 else "one job per core"
         return f"hydra/launcher=joblib runs {at_once} at once on this machine"
-    if kind == "SlurmLauncher":
+    if kind in ("SlurmLauncher", "CaloSlurmLauncher"):
         extra = launcher.get("additional_parameters") or {}
         if extra.get("exclusive") or launcher.get("array_parallelism") == 1:
             return None

@@ -13,10 +13,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
+from submitit.core.utils import FailedJobError, UncompletedJobError
 
 from calo.errors import CaloError
 from calo.multirun import check_benchmark_launcher, concurrency_reason, sweep_name
 from calo.paths import CONFIG_DIR, PROJECT_ROOT
+from hydra_plugins.calo_launchers import job_error_line
 
 from .conftest import TINY
 
@@ -58,11 +60,37 @@ def runs_of(uri: str, experiment: str = "calo") -> list[mlflow.entities.Run]:
       "additional_parameters": {}}, "exclusive=true"),
     ({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
       "additional_parameters": {"exclusive": True}}, None),
+    ({"_target_": "hydra_plugins.calo_launchers.CaloSlurmLauncher",
+      "additional_parameters": {"exclusive": True}}, None),
     ({"_target_": "somebody.else.RayLauncher"}, "may run jobs concurrently"),
 ])
 def test_launchers_that_share_cores_are_named(launcher: dict, refused: str | None) -> None:
     reason = concurrency_reason(launcher)
     assert reason is None if refused is None else refused in reason
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (UncompletedJobError("Job 12_0 (task: 0) with path /s/12_0_0_result.pkl\nhas not produced "
+                         "any output (state: CANCELLED by 0)\nError stream produced:\n----\n"
+                         "slurmstepd: *** JOB 12 CANCELLED ***"),
+     "ended without a result: Job 12_0 (task: 0) with path /s/12_0_0_result.pkl has not "
+     "produced any output (state: CANCELLED by 0). Jobs"),
+    (FailedJobError("Job (task=0) failed during processing with trace:\n----\nTraceback (most "
+                    "recent call last):\n  File \"x.py\", line 1"),
+     "crashed: Job (task=0) failed during processing with trace. Jobs"),
+])
+def test_a_job_slurm_ended_is_one_line_naming_it(error: Exception, expected: str) -> None:
+    line = job_error_line(error)
+    assert expected in line and "\n" not in line and "Traceback" not in line
+
+
+def test_calo_slurm_preset_uses_the_one_line_launcher() -> None:
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+
+    cfg = compose_with_hydra("+experiment=shower_shapes", "hydra/launcher=calo_slurm")
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.calo_launchers.CaloSlurmLauncher"
+    assert "CaloSlurmLauncher" in [c.__name__ for c in Plugins.instance().discover(Launcher)]
 
 
 def test_only_benchmarking_configs_are_refused() -> None:
