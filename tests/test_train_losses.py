@@ -88,3 +88,24 @@ def test_recalibrated_batch_norm_makes_inference_match_the_weights() -> None:
     exact = np.asarray(generator(network_input, training=True))
     assert np.abs(after - exact).max() < 1e-3 * np.abs(exact).max()
     assert np.abs(before - exact).max() > 10 * np.abs(after - exact).max()
+
+
+def test_an_empty_z_layer_is_pulled_back_through_its_hottest_cell() -> None:
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    real = _showers(rng)
+    batch = _batch(real, rng)
+    targets = (batch.physics.profiles, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None])
+    deep = np.arange(25) >= 18
+    lit = batch.physics.profiles.mean(axis=0)[50:] > 1e-3
+    assert (deep & lit).sum() >= 2  # the real showers fill some of the deep layers
+    below = -1.0 - rng.uniform(size=real.shape)  # dead deep layers, no ties for the hottest
+    linear = tf.Variable(np.where(deep, below, real).astype(np.float32))
+    with tf.GradientTape() as tape:
+        shape = physics_loss(linear, targets, THRESHOLD, len(real))[0]
+    gradient = tape.gradient(shape, linear).numpy()[..., deep]
+    assert float(shape) > (deep & lit).sum() * np.log1p(1 / THRESHOLD)
+    # through the ReLU alone these layers get nothing; here each lit one gets one cell pulled up
+    assert np.count_nonzero(gradient) == (deep & lit).sum()
+    assert gradient.max() <= 0 and gradient.min() < 0

@@ -270,8 +270,8 @@ def _steps(networks: _Networks, settings: TrainConfig, strategy, output: OutputA
     generator_loss = GeneratorLoss(
         tuple(recipe.loss_weights), tuple(recipe.physics_loss_weights),
         settings.physics.hit_threshold * settings.model.cell_scale, recipe.batch_size)
-    common = (with_output(networks.generator, output), networks.discriminator, networks.g_optimizer,
-              networks.d_optimizer, generator_loss)
+    common = (with_output(networks.generator, "linear"), output, networks.discriminator,
+              networks.g_optimizer, networks.d_optimizer, generator_loss)
     if keras.backend.backend() == "jax":
         from calo.train.steps_jax import JaxSteps
 

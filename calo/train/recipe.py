@@ -19,10 +19,11 @@ public code does ("unphysical values").
 
 Optional physics losses on the generator (``physics_loss_weights``, off in the paper's recipe)
 pull batch statistics of the generated showers, as inference makes them (through the ReLU),
-towards the real batch's: the mean normalised x, y and z profiles (L1), each shower's energy
-against its target sum (relative), and the mean hit multiplicity through a smooth count
-(relative). They give the generator a dense signal from the first step, where the adversarial
-loss alone needs millions of showers.
+towards the real batch's: the mean normalised x, y and z profiles (L1, plus a term that revives
+empty z layers, see ``_dead_layers``), each shower's energy against its target sum (relative),
+and the mean hit multiplicity through a smooth count (relative). They read the generator's
+output before its activation, which the steps apply themselves. They give the generator a
+dense signal from the first step, where the adversarial loss alone needs millions of showers.
 """
 
 from __future__ import annotations
@@ -34,15 +35,18 @@ from keras import losses, ops
 from numpy.typing import NDArray
 
 from calo.config import LatentDistribution, TrainSettings
+from calo.data.simulator import CELLS
+from calo.model.generator import OutputActivation
 from calo.model.io import NetworkIO, sample_latent
 from calo.published import sampling_fraction_fit
 
 __all__ = ["GanBatch", "GeneratorLoss", "LOSS_PARTS", "PHYSICS_PARTS", "PhysicsTargets", "Targets",
-           "loss_metrics", "make_batch", "physics_loss", "weighted_loss"]
+           "activation", "loss_metrics", "make_batch", "physics_loss", "weighted_loss"]
 
 LOSS_PARTS = ("bce", "aux", "ecal")
 PHYSICS_PARTS = ("shape", "energy", "hits")
 CELL_FLOOR = 1e-6  # GeV
+LIVE_LAYER_SHARE = 1e-3  # a z layer with more of the real energy must not be empty
 SOFT_HIT_WIDTH = 0.25  # of the hit threshold: an empty cell counts exp(-4) ~ 2 % of a hit
 
 
@@ -145,14 +149,33 @@ def _soft_hits(images, threshold, xp):
     return xp.sum(1.0 / (1.0 + xp.exp(-(images - threshold) / width)), axis=(1, 2, 3))
 
 
+def _dead_layers(images, real_z_profile, hit_threshold: float):
+    """For each z layer that holds real energy but where no generated cell of the batch reaches
+    the hit threshold, how far its hottest network output is below it (log scale).
+
+    z layers are the generator's output channels: a channel whose every output is below zero
+    gets no gradient through the ReLU from any loss and stays empty for good (the shipped
+    generator had 11 such layers, its "comb"). This term reaches the channel through its
+    hottest cell and lifts it back above the threshold, where the other losses take over."""
+    hottest = ops.max(images, axis=(0, 1, 2))
+    below = ops.log1p(ops.relu(hit_threshold - hottest) / hit_threshold)
+    return ops.sum(ops.where(real_z_profile > LIVE_LAYER_SHARE, below, 0.0))
+
+
+def activation(output: OutputActivation):
+    """The generator's output activation as a function of its linear output."""
+    return ops.relu if output == "relu" else (lambda linear: linear)
+
+
 def physics_loss(images, targets, hit_threshold: float, global_batch: int):
     """The (shape, energy, hits) losses of one replica's generated showers (network output
     before the ReLU), each its share of the global batch's value."""
     showers = ops.relu(images)
     profiles, hits, ecal = targets
     share = ops.shape(showers)[0] / global_batch
-    shape = ops.sum(ops.abs(ops.mean(_profiles(showers, ops), axis=0)
-                            - ops.mean(profiles, axis=0))) / 3
+    real_profiles = ops.mean(profiles, axis=0)
+    shape = ops.sum(ops.abs(ops.mean(_profiles(showers, ops), axis=0) - real_profiles)) / 3
+    shape = shape + _dead_layers(images, real_profiles[2 * CELLS :], hit_threshold)
     energy = ops.sum(ops.abs(ops.sum(showers, axis=(1, 2, 3)) / ops.squeeze(ecal, 1) - 1.0))
     soft_hits = _soft_hits(showers, hit_threshold, ops)
     multiplicity = ops.abs(ops.mean(soft_hits) / ops.mean(hits) - 1.0)

@@ -10,7 +10,15 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from calo.train.recipe import GeneratorLoss, PhysicsTargets, Targets, loss_metrics, weighted_loss
+from calo.model.generator import OutputActivation
+from calo.train.recipe import (
+    GeneratorLoss,
+    PhysicsTargets,
+    Targets,
+    activation,
+    loss_metrics,
+    weighted_loss,
+)
 
 __all__ = ["JaxSteps"]
 
@@ -18,9 +26,11 @@ __all__ = ["JaxSteps"]
 class JaxSteps:
     """Discriminator and generator updates, and inference, for the JAX backend (one device)."""
 
-    def __init__(self, generator, discriminator, g_optimizer, d_optimizer,
-                 generator_loss: GeneratorLoss) -> None:
+    def __init__(self, generator, output: OutputActivation, discriminator, g_optimizer,
+                 d_optimizer, generator_loss: GeneratorLoss) -> None:
+        """``generator`` is the linear-output network; ``output`` its activation."""
         self.generator, self.discriminator = generator, discriminator
+        self.activate = activation(output)
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.generator_loss = generator_loss
         self.loss_weights = list(generator_loss.loss_weights)
@@ -46,11 +56,11 @@ class JaxSteps:
 
     def _g_update_fn(self, state, latent, targets, physics):
         def loss_fn(g_weights):
-            images, g_fixed = self.generator.stateless_call(
+            linear, g_fixed = self.generator.stateless_call(
                 g_weights, state["g_fixed"], latent, training=True)
             outputs, _ = self.discriminator.stateless_call(
-                state["d"], state["d_fixed"], images, training=False)
-            total, parts = self.generator_loss(images, outputs, targets, physics)
+                state["d"], state["d_fixed"], self.activate(linear), training=False)
+            total, parts = self.generator_loss(linear, outputs, targets, physics)
             return total, (g_fixed, parts)
 
         (total, (g_fixed, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["g"])
@@ -58,9 +68,9 @@ class JaxSteps:
         return {**state, "g": g_weights, "g_fixed": g_fixed, "g_opt": g_opt}, (total, *parts)
 
     def _infer_fn(self, state, network_input):
-        images, _ = self.generator.stateless_call(state["g"], state["g_fixed"], network_input,
+        linear, _ = self.generator.stateless_call(state["g"], state["g_fixed"], network_input,
                                                   training=False)
-        return images
+        return self.activate(linear)
 
     def discriminator_step(self, images: np.ndarray, targets: Targets) -> dict[str, float]:
         self.state, losses = self._d_update(self.state, images, targets.as_tuple())

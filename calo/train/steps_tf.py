@@ -9,7 +9,15 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from calo.train.recipe import GeneratorLoss, PhysicsTargets, Targets, loss_metrics, weighted_loss
+from calo.model.generator import OutputActivation
+from calo.train.recipe import (
+    GeneratorLoss,
+    PhysicsTargets,
+    Targets,
+    activation,
+    loss_metrics,
+    weighted_loss,
+)
 
 __all__ = ["TFSteps"]
 
@@ -17,9 +25,12 @@ __all__ = ["TFSteps"]
 class TFSteps:
     """Discriminator and generator updates, and inference, for the TensorFlow backend."""
 
-    def __init__(self, generator, discriminator, g_optimizer, d_optimizer,
-                 generator_loss: GeneratorLoss, strategy: tf.distribute.Strategy) -> None:
+    def __init__(self, generator, output: OutputActivation, discriminator, g_optimizer,
+                 d_optimizer, generator_loss: GeneratorLoss,
+                 strategy: tf.distribute.Strategy) -> None:
+        """``generator`` is the linear-output network; ``output`` its activation."""
         self.generator, self.discriminator = generator, discriminator
+        self.activate = activation(output)
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.generator_loss = generator_loss
         self.loss_weights = list(generator_loss.loss_weights)
@@ -27,7 +38,7 @@ class TFSteps:
         self.strategy = strategy
         self._d_update = tf.function(self._replicated(self._d_replica_step))
         self._g_update = tf.function(self._replicated(self._g_replica_step))
-        self._infer = tf.function(lambda x: generator(x, training=False))
+        self._infer = tf.function(lambda x: self.activate(generator(x, training=False)))
 
     def _replicated(self, replica_step):
         def step(*per_replica_inputs):
@@ -48,9 +59,9 @@ class TFSteps:
 
     def _g_replica_step(self, latent, label, aux, ecal, profiles, hits, target_sum):
         with tf.GradientTape() as tape:
-            images = self.generator(latent, training=True)
-            outputs = self.discriminator(images, training=False)
-            total, parts = self.generator_loss(images, outputs, (label, aux, ecal),
+            linear = self.generator(latent, training=True)
+            outputs = self.discriminator(self.activate(linear), training=False)
+            total, parts = self.generator_loss(linear, outputs, (label, aux, ecal),
                                                (profiles, hits, target_sum))
         variables = self.generator.trainable_variables
         self.g_optimizer.apply(tape.gradient(total, variables), variables)
