@@ -143,11 +143,25 @@ def _physics_stage(reference: Showers, generated: Showers, fp32: Showers, settin
     tracker.log_dict(profile_record(result), PROFILES_ARTIFACT)  # for the report's figures
     log.info("physics: svn %.4g (statistical floor %.4g)", metrics["physics/svn"],
              metrics["physics/svn_floor"])
+    _targets_stage(result, tracker)
     if settings.physics.figures:
         from calo.physics.plots import validation_figures
 
         for artifact, figure in validation_figures(result, settings.precision.name).items():
             tracker.log_figure(figure, artifact)
+
+
+def _targets_stage(result, tracker: Tracker) -> None:
+    """The generator's physics targets (issue 11) for this sample: a table and one line."""
+    from calo.physics.targets import generator_targets, targets_table
+
+    checks = generator_targets(result)
+    tracker.log_metrics({"targets/met": sum(check.met for check in checks),
+                         "targets/count": len(checks)})
+    tracker.log_text(targets_table(checks), "physics/targets.md")
+    missed = [check.measure for check in checks if not check.met]
+    log.info("physics targets: %d of %d met%s", len(checks) - len(missed), len(checks),
+             f" (missed: {'; '.join(missed)})" if missed else "")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="run")
@@ -156,7 +170,6 @@ def main(cfg: DictConfig) -> None:
         run_sweep_job(run, cfg)
     else:
         exit_on_user_error(run, cfg)
-
 
 if __name__ == "__main__":
     exit_on_user_error(main)  # a sweep's parent stopped by Ctrl-C or SIGTERM: one line, 130

@@ -34,9 +34,11 @@ def test_a_run_logs_the_physics_metrics_figures_and_table(compose_run, store: Pa
     artifacts = {a.path for a in client.list_artifacts(run_id, "physics")}
     assert {"physics/profile_x.png", "physics/profile_y.png", "physics/profile_z.png",
             "physics/sampling_fraction.png", "physics/moments_hits.png",
-            "physics/features_engine.png", "physics/table.md"} <= artifacts
+            "physics/features_engine.png", "physics/table.md", "physics/targets.md"} <= artifacts
     table = Path(client.download_artifacts(run_id, "physics/table.md")).read_text()
     assert table.count("\n") == 4 and "| fp32 |" in table
+    targets = Path(client.download_artifacts(run_id, "physics/targets.md")).read_text()
+    assert f"{metrics['targets/met']:.0f} of 10 targets met" in targets and "| SVN" in targets
 
 
 def test_a_quantized_engine_gets_an_fp32_twin_on_the_same_inputs(compose_run) -> None:
