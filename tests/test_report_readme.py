@@ -184,3 +184,21 @@ def test_every_relative_link_points_to_an_existing_file(page: str) -> None:
     assert not missing, f"{page}: links to missing files {missing}"
     if page == "README.md":  # the front page links to where to read on
         assert len(targets) >= 10
+
+
+def test_the_layout_page_names_every_top_level_folder_and_nothing_that_is_gone() -> None:
+    """docs/layout.md against the tree: each folder git tracks at the top is described, and
+    every path the page names exists."""
+    import re
+    import subprocess
+
+    page = (PROJECT_ROOT / "docs" / "layout.md").read_text()
+    block = page.split("```")[1]
+    named = {match.group(1).rstrip("/") for match in re.finditer(r"^([\w./-]+/)", block, re.M)}
+    for path in named:
+        assert (PROJECT_ROOT / path).exists(), f"docs/layout.md names {path}/, which is gone"
+    tracked = subprocess.run(["git", "ls-files"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+    folders = {name.split("/")[0] for name in tracked if "/" in name and not name.startswith(".")}
+    assert folders <= {path.split("/")[0] for path in named}, \
+        f"not in docs/layout.md: {sorted(folders - {p.split('/')[0] for p in named})}"
