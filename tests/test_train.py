@@ -140,6 +140,19 @@ def test_bf16_training_follows_float32_and_resumes_in_float32(compose_train) -> 
     assert resumed.steps == 2
 
 
+def test_physics_losses_join_the_generator_loss(compose_train) -> None:
+    plain = _losses(train(compose_train("train.max_steps=1", "train.name=plain", "tracking=off",
+                                        "model.dropout=0")))[0]
+    physics = _losses(train(compose_train("train.max_steps=1", "train.name=physics",
+                                          "tracking=off", "model.dropout=0",
+                                          "train.physics_loss_weights=[1,2,3]")))[0]
+    assert "train/g_shape" not in plain  # the paper's recipe computes none
+    parts = [physics[f"train/g_{name}"] for name in ("shape", "energy", "hits")]
+    assert all(part > 0 for part in parts)
+    adversarial = physics["train/g_loss"] - (parts[0] + 2 * parts[1] + 3 * parts[2])
+    assert adversarial == pytest.approx(plain["train/g_loss"], rel=1e-4)  # same first step
+
+
 def test_bf16_training_is_refused_on_a_cpu_without_bf16(compose_train, monkeypatch) -> None:
     plain = Machine("old CPU", (0, 1), ("avx2",))
     monkeypatch.setattr("calo.hw.topology.detect_machine", lambda: plain)
@@ -215,7 +228,8 @@ np.save(sys.argv[2], np.asarray(generator.predict(x, verbose=0)))
 def test_jax_trained_weights_load_under_tensorflow(tmp_path: Path) -> None:
     pytest.importorskip("jax")
     jax_env = {**os.environ, "KERAS_BACKEND": "jax"}
-    command = _train_command(tmp_path, "jax", "train.max_steps=null", "train.epochs=1")
+    command = _train_command(tmp_path, "jax", "train.max_steps=null", "train.epochs=1",
+                             "train.physics_loss_weights=[1,1,1]")
     result = subprocess.run(command, env=jax_env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     weights = tmp_path / "jax" / BEST_GENERATOR
