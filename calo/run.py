@@ -171,5 +171,6 @@ def main(cfg: DictConfig) -> None:
     else:
         exit_on_user_error(run, cfg)
 
+
 if __name__ == "__main__":
     exit_on_user_error(main)  # a sweep's parent stopped by Ctrl-C or SIGTERM: one line, 130

@@ -65,14 +65,14 @@ class Targets:
 @dataclass(frozen=True)
 class PhysicsTargets:
     """Per real shower (the generator step averages them over its batch): normalised x, y, z
-    profiles (B, 75) and soft hit count (B, 1); and per generated shower its target sum (B, 1)."""
+    profiles (B, 75) and soft hit count (B, 1). Each generated shower's target sum is the
+    generator step's ECAL target."""
 
     profiles: NDArray[np.float32]
     hits: NDArray[np.float32]
-    ecal: NDArray[np.float32]
 
     def as_tuple(self) -> tuple[NDArray[np.float32], ...]:
-        return self.profiles, self.hits, self.ecal
+        return self.profiles, self.hits
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def make_batch(
     energy_range: tuple[float, float],
     latent_distribution: LatentDistribution,
     rng: np.random.Generator,
-    hit_threshold_gev: float = 3e-4,
+    hit_threshold_gev: float,
 ) -> GanBatch:
     """One global batch from real showers (GeV) and freshly drawn fakes; all randomness from
     ``rng``, so a step's batch is reproducible from its seed (exact resume, equal replicas)."""
@@ -131,7 +131,6 @@ def make_batch(
         physics=PhysicsTargets(
             profiles=np.asarray(_profiles(real_images, np), dtype=np.float32),
             hits=_column(_soft_hits(real_images, hit_threshold, np)),
-            ecal=fake_ecal,
         ),
     )
 
@@ -169,7 +168,8 @@ def activation(output: OutputActivation):
 
 def physics_loss(images, targets, hit_threshold: float, global_batch: int):
     """The (shape, energy, hits) losses of one replica's generated showers (network output
-    before the ReLU), each its share of the global batch's value."""
+    before the ReLU), each its share of the global batch's value; ``targets`` are the real
+    showers' profiles and soft hit counts and the generated showers' target sums."""
     showers = ops.relu(images)
     profiles, hits, ecal = targets
     share = ops.shape(showers)[0] / global_batch
@@ -215,7 +215,9 @@ class GeneratorLoss:
         total, parts = weighted_loss(outputs, targets, self.loss_weights, self.global_batch)
         if not self.with_physics:
             return total, parts
-        physics = physics_loss(images, physics_targets, self.hit_threshold, self.global_batch)
+        target_sum = targets[2]  # the ECAL target of each generated shower
+        physics = physics_loss(images, (*physics_targets, target_sum), self.hit_threshold,
+                               self.global_batch)
         total = total + sum(weight * part for weight, part in zip(self.physics_weights, physics))
         return total, (*parts, *physics)
 
