@@ -117,6 +117,32 @@ def test_four_first_runs_at_once_on_an_empty_store(tmp_path: Path) -> None:
     assert sorted(r.info.status for r in finished) == ["FINISHED"] * 4
 
 
+def test_a_store_another_program_creates_meanwhile_opens(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Programs that take no lock (the MLflow UI, a plain MlflowClient) may create the same
+    empty store at the same moment, and MLflow's first look then fails on a table that appeared
+    under its feet: calo looks again once they are done instead of failing the run."""
+    import sqlalchemy.exc
+
+    from calo.tracking import store as tracking_store
+
+    search = mlflow.MlflowClient.search_experiments
+    calls = []
+
+    def created_meanwhile(client, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE experiments", {},
+                                                  Exception("table experiments already exists"))
+        return search(client, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "search_experiments", created_meanwhile)
+    monkeypatch.setattr(tracking_store, "STORE_OPEN_WAIT_S", 0.0)
+    client = open_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len(calls) == 2  # the failed first look and the second
+    assert [experiment.name for experiment in client.search_experiments()] == ["Default"]
+
+
 def _start_long_run(store: Path, tmp_path: Path) -> subprocess.Popen:
     """A calo.run that waits in its physics stage long enough to be killed in it."""
     command = [sys.executable, "-m", "calo.run", *TINY, "data.n_showers=5000", "batch_size=30",
@@ -170,11 +196,13 @@ def _processes_with(marker: str) -> list[psutil.Process]:
     return found
 
 
-def test_a_terminated_parallel_sweep_ends_its_workers_and_runs(tmp_path: Path) -> None:
+def test_a_terminated_parallel_sweep_ends_its_workers_and_runs(store: Path,
+                                                              tmp_path: Path) -> None:
     """SIGTERM reaches the sweep's parent process only: it ends the joblib workers, and the
-    parent run and every job's run end KILLED (they all stayed RUNNING, the workers ran on)."""
+    parent run and every job's run end KILLED (they all stayed RUNNING, the workers ran on).
+    The store is made before the sweep starts: this test's own client must not create its tables
+    while the sweep does (it takes no lock, as any MLflow client)."""
     marker = str(tmp_path)
-    store = tmp_path / "mlruns"
     command = [sys.executable, "-m", "calo.run", "-m", *TINY, "data.n_showers=3000",
                "physics.figures=false", f"tracking.store_dir={store}",
                f"data.cache_dir={tmp_path / 'c'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
@@ -185,7 +213,10 @@ def test_a_terminated_parallel_sweep_ends_its_workers_and_runs(tmp_path: Path) -
     client = mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     deadline = time.monotonic() + 300
     while len(_running(client)) < 3:  # the parent and both jobs
-        assert time.monotonic() < deadline and process.poll() is None, "the jobs never started"
+        if process.poll() is not None:
+            err = process.stderr.read()
+            raise AssertionError(f"the sweep ended before its jobs started: {err[-3000:]}")
+        assert time.monotonic() < deadline, "the jobs never started"
         time.sleep(1)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -121,12 +122,29 @@ def open_client(uri: str):
         check_server(uri)
     mlflow.set_tracking_uri(uri)
     with _store_lock(database):
-        try:
-            client = mlflow.MlflowClient()
-            client.search_experiments(max_results=1)  # opens (and creates) the store
-        except Exception as error:  # SQLAlchemy, MLflow and OS errors: the store is unusable
-            raise CaloError(_store_error(uri, database, error)) from error
-    return client
+        for attempt in range(1, STORE_OPEN_ATTEMPTS + 1):
+            try:
+                client = mlflow.MlflowClient()
+                client.search_experiments(max_results=1)  # opens (and creates) the store
+                return client
+            except Exception as error:  # SQLAlchemy, MLflow and OS errors
+                if attempt == STORE_OPEN_ATTEMPTS or not _created_meanwhile(error):
+                    raise CaloError(_store_error(uri, database, error)) from error
+                log.info("the tracking store %s is being created by another program; "
+                         "opening it again", uri)
+                time.sleep(STORE_OPEN_WAIT_S)
+
+
+# Programs that take no lock (the MLflow UI, a plain MlflowClient) may be creating the same
+# empty store: its tables then appear under our feet, and a second look finds them complete.
+STORE_OPEN_ATTEMPTS = 4
+STORE_OPEN_WAIT_S = 2.0
+_CREATION_RACE = ("already exists", "duplicate column", "database is locked")
+
+
+def _created_meanwhile(error: Exception) -> bool:
+    text = str(error).lower()
+    return any(sign in text for sign in _CREATION_RACE)
 
 
 def _store_error(uri: str, database: Path | None, error: Exception) -> str:
