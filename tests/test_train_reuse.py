@@ -24,7 +24,7 @@ from calo.train.checkpoint import (
     read_state,
     save_checkpoint,
 )
-from calo.train.loop import _fingerprint, train
+from calo.train.loop import _build_networks, _fingerprint, _initial_state, train
 from tests.test_train import TINY_TRAIN
 
 
@@ -167,3 +167,32 @@ def test_resume_auto_starts_a_training_then_continues_it(compose_train) -> None:
     second = train(compose_train("train.max_steps=4", "train.name=auto", "tracking=off",
                                  "train.resume=auto"))
     assert second.steps == 4 and second.folder == first.folder
+
+
+def test_a_training_starts_from_another_trainings_checkpoint(compose_train,
+                                                             tmp_path: Path) -> None:
+    """model.weights / model.discriminator_weights may name a checkpoint: a new recipe (here
+    without dropout, so without the dropout layers' random-generator states) starts from its
+    networks; a checkpoint of other networks is refused in one line."""
+    source = to_settings(compose_train("tracking=off"))
+    written = _build_networks(source, steps_per_epoch=1)
+    for weight in written.generator.weights + written.discriminator.weights:
+        weight.assign(weight + 0.5)  # unlike any fresh initialisation
+    path = save_checkpoint(tmp_path / "source", written.checkpointed(),
+                           TrainState(step=7, training_id="x"))
+    settings = to_settings(compose_train("tracking=off", "model.dropout=0",
+                                         f"model.weights={path}",
+                                         f"model.discriminator_weights={path}"))
+    started = _build_networks(settings, steps_per_epoch=1)
+    state = _initial_state(settings, started, tmp_path / "new")
+    assert state.step == 0  # a new training, not a resumed one
+    assert len(started.generator.variables) < len(written.generator.variables)  # RNG states
+    for name in ("generator", "discriminator"):
+        before, after = getattr(written, name).weights, getattr(started, name).weights
+        assert len(after) == len(before)
+        for old, new in zip(before, after):
+            np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
+    other = to_settings(compose_train("tracking=off", "model.path_filters=[4,8,8,8,8,8,4,8]",
+                                      f"model.weights={path}"))
+    with pytest.raises(CaloError, match="does not fit"):
+        _initial_state(other, _build_networks(other, steps_per_epoch=1), tmp_path / "other")

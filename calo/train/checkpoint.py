@@ -18,8 +18,9 @@ import numpy as np
 from calo.errors import CaloError, one_line
 from calo.paths import atomic_path
 
-__all__ = ["TrainState", "UnreadableCheckpoint", "checkpoints", "latest_checkpoint",
-           "load_checkpoint", "new_training_id", "read_state", "save_checkpoint"]
+__all__ = ["TrainState", "UnreadableCheckpoint", "checkpoints", "is_checkpoint",
+           "latest_checkpoint", "load_checkpoint", "load_network_weights", "new_training_id",
+           "read_state", "save_checkpoint"]
 
 PREFIX = "step-"
 SUFFIX = ".ckpt.npz"
@@ -62,6 +63,11 @@ def new_training_id() -> str:
 
 def _groups(models_and_optimizers: dict) -> dict[str, list]:
     return {name: list(obj.variables) for name, obj in models_and_optimizers.items()}
+
+
+def is_checkpoint(location: str) -> bool:
+    """Whether a path names a checkpoint file (by its name, as the loop writes them)."""
+    return location.endswith(SUFFIX)
 
 
 def checkpoints(folder: Path) -> list[Path]:
@@ -137,4 +143,35 @@ def load_checkpoint(path: Path, models_and_optimizers: dict, fingerprint: str) -
     except _UNREADABLE as error:
         raise UnreadableCheckpoint(f"{path} is not a readable checkpoint "
                                    f"({one_line(error)})") from error
+    return state
+
+
+def load_network_weights(path: Path, network: str, model) -> TrainState:
+    """Load one network's weights (``network``: "generator" or "discriminator") from a
+    checkpoint into ``model``, for a training that starts from another training's networks with
+    another recipe. Only the weights and batch-norm statistics are read, not the dropout layers'
+    random-generator states, which exist only where the dropout rate is above zero; the
+    optimizers and the position are not read. Returns the checkpoint's state."""
+    if not path.exists():
+        raise CaloError(f"{network} weights not found at {path}: check model.weights")
+    try:
+        with np.load(path) as stored:
+            state = TrainState.from_json(stored["state"].tobytes().decode())
+            keys = sorted(key for key in stored.files if key.startswith(f"{network}/"))
+            arrays = [value for value in (stored[key] for key in keys)
+                      if np.issubdtype(value.dtype, np.floating)]
+    except _UNREADABLE as error:
+        raise UnreadableCheckpoint(f"{path} is not a readable checkpoint "
+                                   f"({one_line(error)})") from error
+    weights = [variable for variable in model.variables  # the order checkpoints are written in
+               if np.issubdtype(np.dtype(variable.dtype), np.floating)]
+    shapes = [tuple(array.shape) for array in arrays]
+    expected = [tuple(weight.shape) for weight in weights]
+    if shapes != expected:
+        raise CaloError(f"the {network} of {path} ({len(shapes)} arrays, "
+                        f"{sum(array.size for array in arrays):,} values) does not fit this "
+                        f"{model.name} ({len(expected)} arrays): check model= against the "
+                        "training that wrote it")
+    for weight, array in zip(weights, arrays):
+        weight.assign(array)
     return state

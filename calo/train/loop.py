@@ -38,8 +38,10 @@ from calo.train.checkpoint import (
     TrainState,
     UnreadableCheckpoint,
     checkpoints,
+    is_checkpoint,
     latest_checkpoint,
     load_checkpoint,
+    load_network_weights,
     new_training_id,
     save_checkpoint,
 )
@@ -202,7 +204,10 @@ def _initial_state(settings: TrainConfig, networks: _Networks, folder: Path) -> 
     for location, model, what in ((settings.model.weights, networks.generator, "generator"),
                                   (settings.model.discriminator_weights,
                                    networks.discriminator, "discriminator")):
-        if location:
+        if location and is_checkpoint(location):
+            origin = load_network_weights(resolve(location), what, model)
+            log.info("starting the %s from step %d of %s", what, origin.step, location)
+        elif location:
             load_weights(model, location, what, settings.model.trust_mlflow_loader)
             log.info("starting the %s from %s", what, location)
     return TrainState(fingerprint=fingerprint, training_id=new_training_id())
