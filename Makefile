@@ -27,7 +27,7 @@ run: $(INSTALLED)  ## the main job on the built-in defaults, logged to mlruns/
 	$(PY) -m calo.run
 
 test: $(INSTALLED)  ## the test suite (tiny models), without the cluster's; CI runs both
-	$(PY) -m pytest -m "not slow and not cluster" -n $(TEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -m "not slow and not cluster" -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 test-cluster: $(INSTALLED)  ## the cluster tests: PostgreSQL, MLflow server, one-node SLURM
 	$(PY) -m pytest -m "cluster and not slow"

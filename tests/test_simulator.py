@@ -37,13 +37,21 @@ def test_sampling_fraction_falls_with_energy() -> None:
     assert fraction[:100].mean() > fraction[100:].mean() * 1.05
 
 
-def test_same_seed_same_showers_for_any_number_of_workers() -> None:
+def test_same_seed_same_showers_for_any_number_of_workers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from calo.data import simulator
+
+    monkeypatch.setattr(simulator, "SHOWERS_PER_WORKER", 10)  # two workers for 30 showers
+    started, pool = [], simulator._pool
+    monkeypatch.setattr(simulator, "_pool",
+                        lambda workers: started.append(workers) or pool(workers))
     energies = np.linspace(100, 500, 30)
     serial = simulate_showers(energies, ShowerParameters(), seed=5, chunk_size=10)
     parallel = simulate_showers(energies, ShowerParameters(), seed=5, chunk_size=10, workers=2)
     np.testing.assert_array_equal(serial, parallel)
     other = simulate_showers(energies, ShowerParameters(), seed=6, chunk_size=10)
     assert not np.array_equal(serial, other)
+    assert started == [1, 2, 1]
 
 
 def test_showers_are_centred_and_energy_is_lost_only_by_leakage() -> None:
