@@ -26,6 +26,9 @@ from calo.services import MlflowServer, PostgresServer, SlurmCluster
 
 # The benchmark (worker processes, seconds of timing) runs only in the tests that ask for it.
 TINY = ["model=tiny", "data.n_showers=200", "batch_size=50", "bench.enabled=false"]
+# A training of the tiny model on a few showers: one step takes well under a second.
+TINY_TRAIN = ["model=tiny", "data.n_showers=120", "train.batch_size=20",
+              "train.validation_showers=20", "train.checkpoint_every=3", "train.generator_steps=1"]
 # The tiny generator built directly, without composing a run.
 TINY_MODEL = ModelConfig(name="tiny", path_filters=[4, 8, 8, 8, 8, 8, 4, 4])
 # Neural Compressor's int8 graphs run on TensorFlow's oneDNN int8 kernels, which need AVX-512:
@@ -53,25 +56,52 @@ def store(template_store: Path, tmp_path: Path) -> Path:
     return folder
 
 
+def compose_config(store: Path, cache_dir: Path, *overrides: str,
+                   config_name: str = "run") -> DictConfig:
+    """Compose a root config with overrides, its MLflow store and data cache in the given
+    folders, and make it the current Hydra config (as @hydra.main would)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.tracking.store_dir = str(store)
+        if "data" in cfg:
+            cfg.data.cache_dir = str(cache_dir)
+    return cfg
+
+
 @pytest.fixture
 def compose_run(store: Path, tmp_path: Path) -> Callable[..., DictConfig]:
-    """Compose conf/run.yaml with overrides, its store and cache in tmp_path, and make it the
-    current Hydra config (as @hydra.main would)."""
+    """compose_config with the test's own store, and its cache in tmp_path."""
 
     def _compose(*overrides: str, config_name: str = "run") -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
-            cfg.tracking.store_dir = str(store)
-            if "data" in cfg:
-                cfg.data.cache_dir = str(tmp_path / "cache")
-        return cfg
+        return compose_config(store, tmp_path / "cache", *overrides, config_name=config_name)
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def three_steps(template_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of one 3-step tiny training (checkpoint and history), made once: the tests
+    that resume, refuse or interrupt a training start from a copy of it."""
+    folder = tmp_path_factory.mktemp("three-steps")
+    cfg = compose_config(template_store, folder / "cache", *TINY_TRAIN, "train.max_steps=3",
+                         "tracking=off", f"train.checkpoint_root={folder / 'ckpt'}",
+                         config_name="train")
+    from calo.train.loop import train
+
+    return train(cfg).folder
+
+
+@pytest.fixture
+def trained(three_steps: Path, tmp_path: Path) -> Path:
+    """A copy of the 3-step training where compose_train's default training (3dgan) lives."""
+    folder = tmp_path / "ckpt" / three_steps.name
+    shutil.copytree(three_steps, folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,7 @@ from calo.hw import Machine, detect_machine
 from calo.train.checkpoint import latest_checkpoint
 from calo.train.loop import BEST_GENERATOR, train
 
-TINY_TRAIN = ["model=tiny", "data.n_showers=120", "train.batch_size=20",
-              "train.validation_showers=20", "train.checkpoint_every=3", "train.generator_steps=1"]
+from .conftest import TINY_TRAIN
 
 
 @pytest.fixture
@@ -64,11 +63,9 @@ def test_train_end_to_end_logs_registers_and_resumes(compose_train, compose_run,
     assert sorted(m.step for m in history) == list(range(10))
 
 
-def test_resume_continues_exactly(compose_train, tmp_path: Path) -> None:
+def test_resume_continues_exactly(compose_train, trained: Path) -> None:
     straight = train(compose_train("train.max_steps=6", "train.name=straight", "tracking=off"))
-    train(compose_train("train.max_steps=3", "train.name=split", "tracking=off"))
-    resumed = train(compose_train("train.max_steps=6", "train.name=split", "tracking=off",
-                                  "train.resume=true"))
+    resumed = train(compose_train("train.max_steps=6", "tracking=off", "train.resume=true"))
     assert straight.steps == resumed.steps == 6
     expected = checkpoint_arrays(latest_checkpoint(straight.folder))
     actual = checkpoint_arrays(latest_checkpoint(resumed.folder))
@@ -76,24 +73,22 @@ def test_resume_continues_exactly(compose_train, tmp_path: Path) -> None:
         np.testing.assert_allclose(actual[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
 
 
-def test_checkpoint_of_another_config_is_refused(compose_train) -> None:
-    train(compose_train("train.max_steps=3", "tracking=off"))
+def test_checkpoint_of_another_config_is_refused(compose_train, trained: Path) -> None:
     with pytest.raises(CaloError, match="another model, data or recipe"):
         train(compose_train("train.max_steps=6", "tracking=off", "train.resume=true",
                             "train.real_label=0.8"))
 
 
-def test_corrupt_checkpoint_is_refused(compose_train, tmp_path: Path) -> None:
-    result = train(compose_train("train.max_steps=3", "tracking=off"))
-    checkpoint = latest_checkpoint(result.folder)
+def test_corrupt_checkpoint_is_refused(compose_train, trained: Path) -> None:
+    checkpoint = latest_checkpoint(trained)
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
     with pytest.raises(CaloError, match="not a readable checkpoint"):
         train(compose_train("train.max_steps=6", "tracking=off", f"train.resume={checkpoint}"))
 
 
-def test_interrupted_checkpoint_write_leaves_the_previous_one(compose_train, monkeypatch) -> None:
-    result = train(compose_train("train.max_steps=3", "tracking=off"))
-    before = sorted(result.folder.glob("*.ckpt.npz"))
+def test_interrupted_checkpoint_write_leaves_the_previous_one(compose_train, trained: Path,
+                                                             monkeypatch) -> None:
+    before = sorted(trained.glob("*.ckpt.npz"))
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
@@ -101,8 +96,8 @@ def test_interrupted_checkpoint_write_leaves_the_previous_one(compose_train, mon
     monkeypatch.setattr(np, "savez", killed)
     with pytest.raises(KeyboardInterrupt):
         train(compose_train("train.max_steps=6", "tracking=off", "train.resume=true"))
-    assert sorted(result.folder.glob("*.ckpt.npz")) == before
-    assert not list(result.folder.glob(".part-*"))
+    assert sorted(trained.glob("*.ckpt.npz")) == before
+    assert not list(trained.glob(".part-*"))
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -177,6 +172,9 @@ def _train_command(tmp_path: Path, name: str, *overrides: str) -> list[str]:
             f"hydra.run.dir={tmp_path / ('hydra-' + name)}", *overrides]
 
 
+# Training across processes is cluster work: it runs with the cluster tests (make test-cluster,
+# which CI runs too), beside the same two workers launched as one SLURM job.
+@pytest.mark.cluster
 def test_two_workers_train_like_one_process(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("TF_CONFIG", None)

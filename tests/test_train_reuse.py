@@ -25,7 +25,8 @@ from calo.train.checkpoint import (
     save_checkpoint,
 )
 from calo.train.loop import _build_networks, _fingerprint, _initial_state, train
-from tests.test_train import TINY_TRAIN
+
+from .conftest import TINY_TRAIN
 
 
 @pytest.fixture
@@ -89,22 +90,21 @@ def test_zero_budget_is_refused(compose_train, override: str, message: str) -> N
 
 
 def test_reused_name_is_refused_and_a_resumed_old_training_keeps_its_files(
-        compose_train, tmp_path: Path) -> None:
-    first = train(compose_train("train.max_steps=3", "train.name=reused", "tracking=off"))
-    (old,) = checkpoints(first.folder)
+        compose_train, trained: Path) -> None:
+    (old,) = checkpoints(trained)
     write_legacy_checkpoint(old, read_state(old))  # as an older calo wrote it
-    before = contents(first.folder)
+    before = contents(trained)
 
     with pytest.raises(CaloError, match=r"already holds the checkpoints of a training \(latest "
                        r"step-00000003.ckpt.npz\): continue .* train.resume=true, or start a "
                        r"new one under another train.name"):
-        train(compose_train("train.max_steps=6", "train.name=reused", "tracking=off"))
-    assert contents(first.folder) == before
+        train(compose_train("train.max_steps=6", "tracking=off"))
+    assert contents(trained) == before
 
     resumed = train(compose_train("train.max_steps=8", "train.checkpoint_every=2",
-                                  "train.name=reused", "tracking=off", "train.resume=true"))
+                                  "tracking=off", "train.resume=true"))
     assert resumed.steps == 8
-    files = checkpoints(first.folder)  # 4, 6, 8 written; 4 pruned
+    files = checkpoints(trained)  # 4, 6, 8 written; 4 pruned
     assert [p.name for p in files] == ["step-00000003.ckpt.npz", "step-00000006.ckpt.npz",
                                        "step-00000008.ckpt.npz"]
     assert files[0].read_bytes() == before[old.name]  # the old training's file: not pruned
@@ -113,11 +113,11 @@ def test_reused_name_is_refused_and_a_resumed_old_training_keeps_its_files(
 
     latest = files[-1]
     latest.write_bytes(latest.read_bytes()[:1000])
-    before = contents(first.folder)
+    before = contents(trained)
     with pytest.raises(CaloError, match=f"not a readable checkpoint .*train.resume={files[1]}"):
-        train(compose_train("train.max_steps=10", "train.name=reused", "tracking=off",
+        train(compose_train("train.max_steps=10", "tracking=off",
                             "train.resume=true"))
-    assert contents(first.folder) == before
+    assert contents(trained) == before
 
 
 def test_checkpoint_of_another_architecture_is_refused(compose_train, tmp_path: Path) -> None:
