@@ -125,10 +125,11 @@ def _radial_sample(
     return scale * np.sqrt(u / (1.0 - u))
 
 
-# A spawned worker imports the program's main module before its first shower (TensorFlow and
-# MLflow under calo.run: about 6 s on 2 cores, against 0.7 s for 200 showers in this process),
-# so a worker is started only for every 10,000 showers.
-SHOWERS_PER_WORKER = 10_000
+# A spawned worker starts Python and imports the program's main module before its first
+# shower: about 1.5 s under calo.run (3,000 showers took 4.8 s in one process, 4.1 s in two),
+# 6 s where the main module imports TensorFlow (a script: 10.7 s against 3.7 s). So a worker is
+# started only for every 2,500 showers.
+SHOWERS_PER_WORKER = 2_500
 
 
 def _simulate_job(job: tuple[NDArray[np.float64], ShowerParameters, int, int]) -> NDArray:
