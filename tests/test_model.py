@@ -65,3 +65,12 @@ def test_bad_weights_are_one_line_errors(tmp_path: Path, problem: str) -> None:
     with pytest.raises(CaloError, match=r"g\.weights\.h5") as error:
         load_generator(ModelConfig(**{**TINY_MODEL.__dict__, "weights": str(path)}))
     assert "\n" not in str(error.value)
+
+
+def test_a_training_checkpoint_as_weights_says_where_it_belongs(tmp_path: Path) -> None:
+    path = tmp_path / "step-00000003.ckpt.npz"
+    path.write_bytes(b"")
+    with pytest.raises(CaloError, match="is a training checkpoint: python -m calo.train starts "
+                                        "from it .* best_generator.weights.h5") as error:
+        load_generator(ModelConfig(**{**TINY_MODEL.__dict__, "weights": str(path)}))
+    assert "\n" not in str(error.value)

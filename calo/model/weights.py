@@ -39,6 +39,10 @@ def load_weights(model: keras.Model, location: str, what: str,
 def _load_file(model: keras.Model, path: Path, what: str) -> None:
     if not path.exists():
         raise CaloError(f"{what} weights not found at {path}: check model.weights")
+    if path.name.endswith(".ckpt.npz"):
+        raise CaloError(f"{path} is a training checkpoint: python -m calo.train starts from it "
+                        "(model.weights=<it>); here give a .weights.h5, such as the "
+                        "best_generator.weights.h5 the training wrote beside it")
     if not path.name.endswith(".weights.h5"):
         raise CaloError(f"{path}: expected a Keras .weights.h5 file")
     try:
