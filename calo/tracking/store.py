@@ -110,6 +110,18 @@ def _store_lock(database: Path | None) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+# Programs that take no lock (the MLflow UI, a plain MlflowClient) may be creating the same
+# empty store: its tables then appear under our feet, and a second look finds them complete.
+STORE_OPEN_ATTEMPTS = 4
+STORE_OPEN_WAIT_S = 2.0
+_CREATION_RACE = ("already exists", "duplicate column", "database is locked")
+
+
+def _created_meanwhile(error: Exception) -> bool:
+    text = str(error).lower()
+    return any(sign in text for sign in _CREATION_RACE)
+
+
 def open_client(uri: str):
     """An MlflowClient on ``uri``, with the store created (or migrated) under the lock, or a
     CaloError that says what is wrong with the store."""
@@ -133,18 +145,6 @@ def open_client(uri: str):
                 log.info("the tracking store %s is being created by another program; "
                          "opening it again", uri)
                 time.sleep(STORE_OPEN_WAIT_S)
-
-
-# Programs that take no lock (the MLflow UI, a plain MlflowClient) may be creating the same
-# empty store: its tables then appear under our feet, and a second look finds them complete.
-STORE_OPEN_ATTEMPTS = 4
-STORE_OPEN_WAIT_S = 2.0
-_CREATION_RACE = ("already exists", "duplicate column", "database is locked")
-
-
-def _created_meanwhile(error: Exception) -> bool:
-    text = str(error).lower()
-    return any(sign in text for sign in _CREATION_RACE)
 
 
 def _store_error(uri: str, database: Path | None, error: Exception) -> str:

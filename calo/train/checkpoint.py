@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import secrets
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -107,14 +109,26 @@ def _training_id(path: Path) -> str | None:
         return None
 
 
-def read_state(path: Path) -> TrainState:
-    """Only the state of a checkpoint (np.load reads the one member, not the weights)."""
+@contextmanager
+def _opened(path: Path) -> Iterator:
+    """The checkpoint's arrays (read on access); whatever a damaged or foreign file raises
+    while they are read becomes UnreadableCheckpoint."""
     try:
         with np.load(path) as stored:
-            return TrainState.from_json(stored["state"].tobytes().decode())
+            yield stored
     except _UNREADABLE as error:
         raise UnreadableCheckpoint(f"{path} is not a readable checkpoint "
                                    f"({one_line(error)})") from error
+
+
+def _state(stored) -> TrainState:
+    return TrainState.from_json(stored["state"].tobytes().decode())
+
+
+def read_state(path: Path) -> TrainState:
+    """Only the state of a checkpoint (np.load reads the one member, not the weights)."""
+    with _opened(path) as stored:
+        return _state(stored)
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -124,25 +138,21 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 def load_checkpoint(path: Path, models_and_optimizers: dict, fingerprint: str) -> TrainState:
     """Restore every variable from ``path``; refuse a checkpoint of another configuration."""
-    try:
-        with np.load(path) as stored:
-            state = TrainState.from_json(stored["state"].tobytes().decode())
-            if state.fingerprint != fingerprint:
-                raise CaloError(
-                    f"{path} was written by a training with another model, data or recipe "
-                    "config: resume with that config, or start a new training under another "
-                    "train.name"
-                )
-            for group, variables in _groups(models_and_optimizers).items():
-                for index, variable in enumerate(variables):
-                    value = stored[f"{group}/{index:04d}"]
-                    if tuple(value.shape) != tuple(variable.shape):
-                        raise CaloError(f"{path}: {group} variable {index} has shape "
-                                        f"{value.shape}, the model {tuple(variable.shape)}")
-                    variable.assign(value)
-    except _UNREADABLE as error:
-        raise UnreadableCheckpoint(f"{path} is not a readable checkpoint "
-                                   f"({one_line(error)})") from error
+    with _opened(path) as stored:
+        state = _state(stored)
+        if state.fingerprint != fingerprint:
+            raise CaloError(
+                f"{path} was written by a training with another model, data or recipe "
+                "config: resume with that config, or start a new training under another "
+                "train.name"
+            )
+        for group, variables in _groups(models_and_optimizers).items():
+            for index, variable in enumerate(variables):
+                value = stored[f"{group}/{index:04d}"]
+                if tuple(value.shape) != tuple(variable.shape):
+                    raise CaloError(f"{path}: {group} variable {index} has shape "
+                                    f"{value.shape}, the model {tuple(variable.shape)}")
+                variable.assign(value)
     return state
 
 
@@ -154,15 +164,11 @@ def load_network_weights(path: Path, network: str, model) -> TrainState:
     optimizers and the position are not read. Returns the checkpoint's state."""
     if not path.exists():
         raise CaloError(f"{network} weights not found at {path}: check model.weights")
-    try:
-        with np.load(path) as stored:
-            state = TrainState.from_json(stored["state"].tobytes().decode())
-            keys = sorted(key for key in stored.files if key.startswith(f"{network}/"))
-            arrays = [value for value in (stored[key] for key in keys)
-                      if np.issubdtype(value.dtype, np.floating)]
-    except _UNREADABLE as error:
-        raise UnreadableCheckpoint(f"{path} is not a readable checkpoint "
-                                   f"({one_line(error)})") from error
+    with _opened(path) as stored:
+        state = _state(stored)
+        keys = sorted(key for key in stored.files if key.startswith(f"{network}/"))
+        arrays = [value for value in (stored[key] for key in keys)
+                  if np.issubdtype(value.dtype, np.floating)]
     weights = [variable for variable in model.variables  # the order checkpoints are written in
                if np.issubdtype(np.dtype(variable.dtype), np.floating)]
     shapes = [tuple(array.shape) for array in arrays]
