@@ -327,6 +327,8 @@ class TrainSettings:
     loss_weights: list[float] = field(default_factory=lambda: [6.0, 0.2, 0.1])
     # Generator physics losses (shape, energy, hits; calo.train.recipe): 0 = the paper's recipe.
     physics_loss_weights: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    # ... compared in this many energy groups of each replica's batch (1: the whole batch)
+    physics_energy_groups: int = 1
     real_label: float = 0.9  # one-sided label smoothing
     label_flip: float = 0.05  # fraction of real/fake labels swapped
     generator_steps: int = 1  # generator updates per batch (the Conv2D code: 1; Conv3D: 2)
@@ -363,6 +365,10 @@ class TrainSettings:
                 and all(weight >= 0 for weight in self.physics_loss_weights),
                 "train.physics_loss_weights needs 3 non-negative weights (shape, energy, hits), "
                 f"got {self.physics_loss_weights}")
+        require(self.physics_energy_groups > 0
+                and self.batch_size % self.physics_energy_groups == 0,
+                f"train.physics_energy_groups must divide train.batch_size ({self.batch_size}), "
+                f"got {self.physics_energy_groups}")
         require(self.validate_every is None or self.validate_every > 0,
                 f"train.validate_every must be positive, got {self.validate_every}")
         require(self.relu_epoch >= 0, f"train.relu_epoch must be >= 0, got {self.relu_epoch}")

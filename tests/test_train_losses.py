@@ -48,6 +48,36 @@ def test_physics_losses_vanish_for_the_real_showers_and_grow_with_the_mismatch()
     assert deeper[0] > 0.2
 
 
+def _blob(width: float) -> np.ndarray:
+    axis = (np.arange(25) - 12.0) ** 2
+    blob = np.exp(-(axis[:, None, None] + axis[None, :, None]) / width - axis[None, None, :] / 8)
+    return (blob / blob.sum()).astype(np.float32)
+
+
+def test_energy_groups_see_showers_that_scale_wrongly_with_energy() -> None:
+    """Narrow showers at low Ep and wide ones at high Ep, generated the other way round: the
+    batch-wide means agree, the energy groups' do not."""
+    rng = np.random.default_rng(4)
+    energy = rng.permutation(np.repeat(np.float32([120.0, 480.0]), 4))
+    narrow, wide = _blob(2.0), _blob(12.0)
+    real = np.stack([narrow if e < 300 else wide for e in energy]) * 300.0
+    settings = TrainSettings(batch_size=8, physics_energy_groups=2)
+    batch = make_batch(real, energy, NetworkIO(), settings, (100.0, 500.0),
+                       LatentDistribution.normal, rng, THRESHOLD)
+    fake_energy = batch.fake.aux[:, 0] * NetworkIO().energy_scale
+    assert np.allclose(fake_energy, np.sort(energy))  # the fakes take the real energies
+    assert np.allclose(batch.real.aux, batch.fake.aux)  # ordered alike
+    swapped = batch.real_images[::-1]  # low Ep gets the wide showers, high Ep the narrow
+    targets = (batch.physics.profiles, batch.physics.hits, batch.real.ecal)
+    threshold = THRESHOLD * NetworkIO().cell_scale
+    whole = physics_loss(swapped, targets, threshold, 8)
+    grouped = physics_loss(swapped, targets, threshold, 8, energy_groups=2)
+    assert float(whole[0]) == pytest.approx(0.0, abs=1e-5)
+    assert float(grouped[0]) > 0.1
+    same = physics_loss(batch.real_images, targets, threshold, 8, energy_groups=2)
+    assert [float(p) for p in same] == pytest.approx([0.0, 0.0, 0.0], abs=1e-5)
+
+
 def test_negative_network_output_counts_as_empty_cells() -> None:
     rng = np.random.default_rng(1)
     real = _showers(rng)

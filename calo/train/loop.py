@@ -188,7 +188,8 @@ def _fingerprint(settings: TrainConfig) -> str:
 
 # Options added after checkpoints were shipped: at these values a checkpoint's fingerprint is
 # what it was before the option existed, so the shipped checkpoints still resume.
-_NEW_DEFAULTS = {"physics_loss_weights": [0.0, 0.0, 0.0], "output_bias_init": 0.0}
+_NEW_DEFAULTS = {"physics_loss_weights": [0.0, 0.0, 0.0], "output_bias_init": 0.0,
+                 "physics_energy_groups": 1}
 
 
 def _without_new_defaults(options: dict) -> dict:
@@ -274,7 +275,8 @@ def _steps(networks: _Networks, settings: TrainConfig, strategy, output: OutputA
     recipe = settings.train
     generator_loss = GeneratorLoss(
         tuple(recipe.loss_weights), tuple(recipe.physics_loss_weights),
-        settings.physics.hit_threshold * settings.model.cell_scale, recipe.batch_size)
+        settings.physics.hit_threshold * settings.model.cell_scale, recipe.batch_size,
+        recipe.physics_energy_groups)
     common = (with_output(networks.generator, "linear"), output, networks.discriminator,
               networks.g_optimizer, networks.d_optimizer, generator_loss)
     if keras.backend.backend() == "jax":

@@ -21,7 +21,11 @@ Optional physics losses on the generator (``physics_loss_weights``, off in the p
 pull batch statistics of the generated showers, as inference makes them (through the ReLU),
 towards the real batch's: the mean normalised x, y and z profiles (L1, plus a term that revives
 empty z layers, see ``_dead_layers``), each shower's energy against its target sum (relative),
-and the mean hit multiplicity through a smooth count (relative). They read the generator's
+and the mean hit multiplicity through a smooth count (relative). With ``physics_energy_groups``
+above 1 the generated showers take the real batch's energies, the batch is ordered by energy and
+the profile and multiplicity terms compare each energy group's means, so that a generator whose
+showers scale wrongly with Ep (narrow and sparse at 100 GeV, wide at 500) cannot match the
+batch-wide mean by averaging the two errors away. They read the generator's
 output before its activation, which the steps apply themselves. They give the generator a
 dense signal from the first step, where the adversarial loss alone needs millions of showers.
 """
@@ -103,6 +107,10 @@ def make_batch(
     ``rng``, so a step's batch is reproducible from its seed (exact resume, equal replicas)."""
     size = len(energy_gev)
     fake_energy = rng.uniform(*energy_range, size).astype(np.float32)
+    if settings.physics_energy_groups > 1:  # pairs: group g of generated and real, same Ep
+        by_energy = np.argsort(energy_gev, kind="stable")
+        ecal_gev, energy_gev = ecal_gev[by_energy], energy_gev[by_energy]
+        fake_energy = np.asarray(energy_gev, dtype=np.float32)
     latent = sample_latent(size, io.latent_dim, latent_distribution, rng)
     fake_ecal = _column(fake_energy * sampling_fraction_fit(fake_energy) * io.cell_scale)
     flip_real = rng.uniform(size=size) < settings.label_flip
@@ -166,19 +174,27 @@ def activation(output: OutputActivation):
     return ops.relu if output == "relu" else (lambda linear: linear)
 
 
-def physics_loss(images, targets, hit_threshold: float, global_batch: int):
+def _group_means(values, groups: int):
+    """(B, ...) -> (groups, ...): the mean of each of ``groups`` consecutive slices."""
+    return ops.mean(ops.reshape(values, (groups, -1, *ops.shape(values)[1:])), axis=1)
+
+
+def physics_loss(images, targets, hit_threshold: float, global_batch: int, energy_groups: int = 1):
     """The (shape, energy, hits) losses of one replica's generated showers (network output
     before the ReLU), each its share of the global batch's value; ``targets`` are the real
-    showers' profiles and soft hit counts and the generated showers' target sums."""
+    showers' profiles and soft hit counts and the generated showers' target sums. The shape and
+    hit terms average over ``energy_groups`` consecutive groups (the batch ordered by energy)."""
     showers = ops.relu(images)
     profiles, hits, ecal = targets
     share = ops.shape(showers)[0] / global_batch
-    real_profiles = ops.mean(profiles, axis=0)
-    shape = ops.sum(ops.abs(ops.mean(_profiles(showers, ops), axis=0) - real_profiles)) / 3
-    shape = shape + _dead_layers(images, real_profiles[2 * CELLS :], hit_threshold)
+    real_profiles = _group_means(profiles, energy_groups)
+    generated_profiles = _group_means(_profiles(showers, ops), energy_groups)
+    shape = ops.mean(ops.sum(ops.abs(generated_profiles - real_profiles), axis=1)) / 3
+    shape = shape + _dead_layers(images, ops.mean(profiles, axis=0)[2 * CELLS :], hit_threshold)
     energy = ops.sum(ops.abs(ops.sum(showers, axis=(1, 2, 3)) / ops.squeeze(ecal, 1) - 1.0))
-    soft_hits = _soft_hits(showers, hit_threshold, ops)
-    multiplicity = ops.abs(ops.mean(soft_hits) / ops.mean(hits) - 1.0)
+    soft_hits = _group_means(_soft_hits(showers, hit_threshold, ops), energy_groups)
+    multiplicity = ops.mean(ops.abs(soft_hits / _group_means(ops.squeeze(hits, 1), energy_groups)
+                                    - 1.0))
     return shape * share, energy / global_batch, multiplicity * share
 
 
@@ -206,6 +222,7 @@ class GeneratorLoss:
     physics_weights: tuple[float, float, float]
     hit_threshold: float  # network units
     global_batch: int
+    energy_groups: int = 1
 
     @property
     def with_physics(self) -> bool:
@@ -217,7 +234,7 @@ class GeneratorLoss:
             return total, parts
         target_sum = targets[2]  # the ECAL target of each generated shower
         physics = physics_loss(images, (*physics_targets, target_sum), self.hit_threshold,
-                               self.global_batch)
+                               self.global_batch, self.energy_groups)
         total = total + sum(weight * part for weight, part in zip(self.physics_weights, physics))
         return total, (*parts, *physics)
 
