@@ -21,7 +21,10 @@ Optional physics losses on the generator (``physics_loss_weights``, off in the p
 pull batch statistics of the generated showers, as inference makes them (through the ReLU),
 towards the real batch's: the mean normalised x, y and z profiles (L1, plus a term that revives
 empty z layers, see ``_dead_layers``), each shower's energy against its target sum (relative),
-and the mean hit multiplicity through a smooth count (relative). With ``physics_energy_groups``
+the mean hit multiplicity through a smooth count (relative), and the mean per-shower variance
+of the x, y and z profiles (relative; optional fourth weight): the L1 distance of the profiles
+hardly sees a faint halo of cells ten cells out, the variance weighs it by the distance
+squared. With ``physics_energy_groups``
 above 1 the generated showers take the real batch's energies, the batch is ordered by energy and
 the profile and multiplicity terms compare each energy group's means, so that a generator whose
 showers scale wrongly with Ep (narrow and sparse at 100 GeV, wide at 500) cannot match the
@@ -45,12 +48,14 @@ from calo.model.io import NetworkIO, sample_latent
 from calo.published import sampling_fraction_fit
 
 __all__ = ["GanBatch", "GeneratorLoss", "LOSS_PARTS", "PHYSICS_PARTS", "PhysicsTargets", "Targets",
+           "VARIANCE_FLOOR",
            "activation", "loss_metrics", "make_batch", "physics_loss", "weighted_loss"]
 
 LOSS_PARTS = ("bce", "aux", "ecal")
-PHYSICS_PARTS = ("shape", "energy", "hits")
+PHYSICS_PARTS = ("shape", "energy", "hits", "width")
 CELL_FLOOR = 1e-6  # GeV
 LIVE_LAYER_SHARE = 1e-3  # a z layer with more of the real energy must not be empty
+VARIANCE_FLOOR = 0.01  # cells squared: a relative width error also where the real width is 0
 SOFT_HIT_WIDTH = 0.25  # of the hit threshold: an empty cell counts exp(-4) ~ 2 % of a hit
 
 
@@ -179,8 +184,16 @@ def _group_means(values, groups: int):
     return ops.mean(ops.reshape(values, (groups, -1, *ops.shape(values)[1:])), axis=1)
 
 
+def _variances(profiles):
+    """(B, 75) normalised x, y, z profiles -> (B, 3) each profile's variance in cells squared."""
+    position = ops.cast(ops.arange(CELLS), profiles.dtype)
+    per_axis = ops.reshape(profiles, (-1, 3, CELLS))
+    centre = ops.sum(per_axis * position, axis=2, keepdims=True)
+    return ops.sum(per_axis * (position - centre) ** 2, axis=2)
+
+
 def physics_loss(images, targets, hit_threshold: float, global_batch: int, energy_groups: int = 1):
-    """The (shape, energy, hits) losses of one replica's generated showers (network output
+    """The (shape, energy, hits, width) losses of one replica's generated showers (network output
     before the ReLU), each its share of the global batch's value; ``targets`` are the real
     showers' profiles and soft hit counts and the generated showers' target sums. The shape and
     hit terms average over ``energy_groups`` consecutive groups (the batch ordered by energy)."""
@@ -188,14 +201,18 @@ def physics_loss(images, targets, hit_threshold: float, global_batch: int, energ
     profiles, hits, ecal = targets
     share = ops.shape(showers)[0] / global_batch
     real_profiles = _group_means(profiles, energy_groups)
-    generated_profiles = _group_means(_profiles(showers, ops), energy_groups)
+    shower_profiles = _profiles(showers, ops)
+    generated_profiles = _group_means(shower_profiles, energy_groups)
     shape = ops.mean(ops.sum(ops.abs(generated_profiles - real_profiles), axis=1)) / 3
     shape = shape + _dead_layers(images, ops.mean(profiles, axis=0)[2 * CELLS :], hit_threshold)
     energy = ops.sum(ops.abs(ops.sum(showers, axis=(1, 2, 3)) / ops.squeeze(ecal, 1) - 1.0))
     soft_hits = _group_means(_soft_hits(showers, hit_threshold, ops), energy_groups)
     multiplicity = ops.mean(ops.abs(soft_hits / _group_means(ops.squeeze(hits, 1), energy_groups)
                                     - 1.0))
-    return shape * share, energy / global_batch, multiplicity * share
+    real_variance = _group_means(_variances(profiles), energy_groups)
+    width = ops.mean(ops.abs(_group_means(_variances(shower_profiles), energy_groups)
+                             - real_variance) / (real_variance + VARIANCE_FLOOR))
+    return shape * share, energy / global_batch, multiplicity * share, width * share
 
 
 def weighted_loss(outputs, targets, weights, global_batch: int):
@@ -216,10 +233,11 @@ def weighted_loss(outputs, targets, weights, global_batch: int):
 @dataclass(frozen=True)
 class GeneratorLoss:
     """The generator's objective: the weighted adversarial losses, plus the physics losses
-    when any of their weights is non-zero (then 7 parts are returned instead of 4)."""
+    when any of their weights is non-zero (then 8 parts are returned instead of 4; a width
+    without its weight is only logged)."""
 
     loss_weights: tuple[float, float, float]
-    physics_weights: tuple[float, float, float]
+    physics_weights: tuple[float, ...]  # shape, energy, hits[, width]
     hit_threshold: float  # network units
     global_batch: int
     energy_groups: int = 1
@@ -240,7 +258,7 @@ class GeneratorLoss:
 
 
 def loss_metrics(prefix: str, losses) -> dict[str, float]:
-    """(total, bce, aux, ecal[, shape, energy, hits]) -> {"d_loss": ..., "d_bce": ..., ...}."""
+    """(total, bce, aux, ecal[, shape, energy, hits, width]) -> {"d_loss": ..., ...}."""
     total, *parts = (float(loss) for loss in losses)
     names = LOSS_PARTS + PHYSICS_PARTS
     return {f"{prefix}_loss": total, **{f"{prefix}_{n}": v for n, v in zip(names, parts)}}
