@@ -13,8 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from calo.train.checkpoint import (
     save_checkpoint,
 )
 from calo.train.distribute import is_chief, make_strategy, synchronize_batch_norm
+from calo.train.mixed_precision import dtype_policy, require_faithful_bf16
 from calo.train.recipe import GeneratorLoss, make_batch
 from calo.train.validation import Validator
 
@@ -87,6 +87,8 @@ def train(cfg: DictConfig) -> TrainResult:
                         f"{replicas} replicas")
     with strategy.scope() if strategy else nullcontext():
         networks = _build_networks(settings, len(train_set) // recipe.batch_size)
+    if recipe.precision is TrainPrecision.bf16:
+        require_faithful_bf16(networks.generator, settings.model)
     if replicas > 1:
         synchronize_batch_norm(networks.generator)
         synchronize_batch_norm(networks.discriminator)
@@ -146,7 +148,7 @@ def _build_networks(settings: TrainConfig, steps_per_epoch: int) -> _Networks:
     batch they are given for to the global batch (which replicas share)."""
     recipe = settings.train
     scale = recipe.batch_size / recipe.lr_batch_size
-    with _dtype_policy(recipe.precision):
+    with dtype_policy(recipe.precision):
         generator = build_generator(settings.model, "linear")
         discriminator = build_discriminator(settings.model)
     g_optimizer = _optimizer(recipe.generator_lr * scale,
@@ -156,19 +158,6 @@ def _build_networks(settings: TrainConfig, steps_per_epoch: int) -> _Networks:
     g_optimizer.build(generator.trainable_variables)
     d_optimizer.build(discriminator.trainable_variables)
     return _Networks(generator, discriminator, g_optimizer, d_optimizer)
-
-
-@contextmanager
-def _dtype_policy(precision: TrainPrecision) -> Iterator[None]:
-    """Layers built inside compute in bf16 for ``train.precision=bf16`` (Keras mixed_bfloat16:
-    float32 variables, so checkpoints and weights are the same either way)."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16" if precision is TrainPrecision.bf16
-                                  else "float32")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def _fingerprint(settings: TrainConfig) -> str:
