@@ -198,6 +198,22 @@ def test_bf16_on_a_cpu_without_it_is_a_clear_error(monkeypatch) -> None:
         require_bf16("precision=bf16_inc", "fp32")
 
 
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 arithmetic")
+def test_a_bf16_engine_that_computes_another_network_is_refused(monkeypatch, generator,
+                                                                io) -> None:
+    """bf16 rounding passes; kernels that are wrong (on AMX, oneDNN's bf16 8x8 convolution of
+    8 or 12 input channels was off by its whole scale) are refused at build time."""
+    from calo.precision.inc import BF16Engine
+
+    rounded = BF16Engine.predict
+    monkeypatch.setattr(BF16Engine, "predict", lambda self, x: rounded(self, x) * 1.01)
+    build_engine(generator, io, precision(Backend.bf16_inc))
+    monkeypatch.setattr(BF16Engine, "predict", lambda self, x: rounded(self, x) * 1.13)
+    with pytest.raises(CaloError, match=r"precision=bf16_inc: this machine's kernels compute "
+                                        r"the generator 1\d% away from fp32"):
+        build_engine(generator, io, precision(Backend.bf16_inc))
+
+
 def test_bf16_under_the_cascade_lake_isa_cap_is_refused(monkeypatch) -> None:
     amx = Machine("Xeon with AMX", (0, 1), ("avx512f", "avx512_bf16", "amx_bf16"))
     monkeypatch.setattr("calo.hw.topology.detect_machine", lambda: amx)

@@ -19,7 +19,7 @@ from calo.hw import Machine, detect_machine
 from calo.train.checkpoint import latest_checkpoint
 from calo.train.loop import BEST_GENERATOR, train
 
-from .conftest import TINY_TRAIN
+from .conftest import TINY_MODEL, TINY_TRAIN
 
 
 @pytest.fixture
@@ -112,11 +112,6 @@ def test_bad_training_input_is_a_clear_error(compose_train, overrides, message,
         train(compose_train("tracking=off", *overrides))
 
 
-# 16 channels: oneDNN's bf16 8x8 convolution of the 8-channel tiny model is wrong on AMX
-# (calo.train.mixed_precision refuses it), so bf16 training is tested on a wider tiny generator.
-WIDE_TINY = "model.path_filters=[16,16,16,16,16,16,16,16]"
-
-
 def _losses(result) -> list[dict]:
     lines = (result.folder / "history.jsonl").read_text().splitlines()
     records = (json.loads(line) for line in lines)
@@ -127,16 +122,16 @@ def _losses(result) -> list[dict]:
                     reason="this CPU has no AVX512_BF16 or AMX-BF16: bf16 training is refused")
 def test_bf16_training_follows_float32_and_resumes_in_float32(compose_train) -> None:
     float32 = train(compose_train("train.max_steps=1", "train.name=fp32", "tracking=off",
-                                  "model.dropout=0", WIDE_TINY))
+                                  "model.dropout=0"))
     bf16 = train(compose_train("train.max_steps=1", "train.name=bf16", "tracking=off",
-                               "model.dropout=0", "train.precision=bf16", WIDE_TINY))
+                               "model.dropout=0", "train.precision=bf16"))
     keys = ("train/d_loss_real", "train/d_loss_fake", "train/g_loss")
     expected, actual = ([_losses(result)[0][key] for key in keys] for result in (float32, bf16))
     assert actual == pytest.approx(expected, rel=0.05)
     assert actual != expected  # computed in bf16 indeed
     # float32 variables: the bf16 checkpoint continues in float32
     resumed = train(compose_train("train.max_steps=2", "train.name=bf16", "tracking=off",
-                                  "model.dropout=0", "train.resume=true", WIDE_TINY))
+                                  "model.dropout=0", "train.resume=true"))
     assert resumed.steps == 2
 
 
@@ -144,11 +139,11 @@ def test_bf16_training_follows_float32_and_resumes_in_float32(compose_train) -> 
                     reason="this CPU has no AVX512_BF16 or AMX-BF16: bf16 training is refused")
 def test_bf16_kernels_that_compute_another_network_are_refused(compose_train,
                                                                monkeypatch) -> None:
-    from calo.config import ModelConfig, TrainPrecision
+    from calo.config import TrainPrecision
     from calo.model.generator import build_generator
     from calo.train import mixed_precision
 
-    model = ModelConfig(name="tiny", path_filters=[16] * 8, dropout=0.0)
+    model = TINY_MODEL
     with mixed_precision.dtype_policy(TrainPrecision.bf16):
         generator = build_generator(model, "linear")
     disagreement = mixed_precision.bf16_disagreement(generator, model)
@@ -238,7 +233,7 @@ PREDICT = """
 import sys, numpy as np
 from calo.config import ModelConfig
 from calo.model import build_generator
-generator = build_generator(ModelConfig(name="tiny", path_filters=[4, 8, 8, 8, 8, 8, 4, 4]))
+generator = build_generator(ModelConfig(name="tiny", path_filters=[4, 8, 8, 4, 8, 8, 4, 4]))
 generator.load_weights(sys.argv[1])
 x = np.random.default_rng(0).standard_normal((3, 200)).astype(np.float32)
 np.save(sys.argv[2], np.asarray(generator.predict(x, verbose=0)))

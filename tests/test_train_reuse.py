@@ -192,7 +192,7 @@ def test_a_training_starts_from_another_trainings_checkpoint(compose_train,
         assert len(after) == len(before)
         for old, new in zip(before, after):
             np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
-    other = to_settings(compose_train("tracking=off", "model.path_filters=[4,8,8,8,8,8,4,8]",
+    other = to_settings(compose_train("tracking=off", "model.path_filters=[4,8,8,4,8,8,4,8]",
                                       f"model.weights={path}"))
     with pytest.raises(CaloError, match="does not fit"):
         _initial_state(other, _build_networks(other, steps_per_epoch=1), tmp_path / "other")
