@@ -34,14 +34,15 @@ def test_physics_losses_vanish_for_the_real_showers_and_grow_with_the_mismatch()
     real = _showers(rng)
     batch = _batch(real, rng)
     sums = real.sum(axis=(1, 2, 3))[:, None]
-    targets = (batch.physics.profiles, batch.physics.hits, sums)
+    targets = (batch.physics.projections, batch.physics.hits, sums)
     same = [float(part) for part in physics_loss(real, targets, THRESHOLD, len(real))]
-    assert same == pytest.approx([0.0] * 4, abs=1e-5)
+    assert same == pytest.approx([0.0] * 5, abs=1e-5)
 
     hot = [float(part) for part in physics_loss(3 * real, targets, THRESHOLD, len(real))]
     assert hot[1] == pytest.approx(2.0, rel=1e-4)  # every shower 3x its target sum
     assert hot[0] == pytest.approx(0.0, abs=1e-5)  # the same shapes
     assert hot[3] == pytest.approx(0.0, abs=1e-5)  # and widths
+    assert hot[4] == pytest.approx(0.0, abs=1e-5)  # and projections
     assert hot[2] > 0.01  # cells near the threshold cross it
 
     shifted = np.roll(real, 5, axis=3)  # five layers deeper
@@ -69,7 +70,7 @@ def test_energy_groups_see_showers_that_scale_wrongly_with_energy() -> None:
     assert np.allclose(fake_energy, np.sort(energy))  # the fakes take the real energies
     assert np.allclose(batch.real.aux, batch.fake.aux)  # ordered alike
     swapped = batch.real_images[::-1]  # low Ep gets the wide showers, high Ep the narrow
-    targets = (batch.physics.profiles, batch.physics.hits, batch.real.ecal)
+    targets = (batch.physics.projections, batch.physics.hits, batch.real.ecal)
     threshold = THRESHOLD * NetworkIO().cell_scale
     whole = physics_loss(swapped, targets, threshold, 8)
     grouped = physics_loss(swapped, targets, threshold, 8, energy_groups=2)
@@ -78,7 +79,26 @@ def test_energy_groups_see_showers_that_scale_wrongly_with_energy() -> None:
     assert float(whole[3]) == pytest.approx(0.0, abs=1e-5)
     assert float(grouped[3]) > 0.5  # each group's variance is several times the other's
     same = physics_loss(batch.real_images, targets, threshold, 8, energy_groups=2)
-    assert [float(p) for p in same] == pytest.approx([0.0] * 4, abs=1e-5)
+    assert [float(p) for p in same] == pytest.approx([0.0] * 5, abs=1e-5)
+
+
+def test_the_projection_loss_is_the_svn_form_of_the_mean_projections() -> None:
+    """One shower moved a cell in y: each plane's sum (G - R)^2 / sum R^2, as the SVN sums it."""
+    rng = np.random.default_rng(6)
+    real = _showers(rng, 4)
+    batch = _batch(real, rng)
+    moved = np.roll(real, 1, axis=2)
+    targets = (batch.physics.projections, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None])
+    planes = float(physics_loss(moved, targets, THRESHOLD, 4)[4])
+
+    def mean_projections(showers):
+        unit = showers / showers.sum(axis=(1, 2, 3), keepdims=True)
+        return [unit.sum(axis=3).mean(0), unit.sum(axis=2).mean(0), unit.sum(axis=1).mean(0)]
+
+    expected = np.mean([((g - r) ** 2).sum() / (r ** 2).sum() for g, r in
+                        zip(mean_projections(moved), mean_projections(real))])
+    assert planes == pytest.approx(expected, rel=1e-4)
+    assert 0.1 < planes < 2  # xy and yz see the move, xz does not
 
 
 def test_the_width_loss_is_the_relative_error_of_the_mean_variance() -> None:
@@ -91,8 +111,8 @@ def test_the_width_loss_is_the_relative_error_of_the_mean_variance() -> None:
     batch = _batch(real, rng)
     halo = real.copy()
     halo[:, 2, 12, 12] = halo[:, 22, 12, 12] = 1.0  # and a faint halo ten cells out
-    targets = (batch.physics.profiles, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None])
-    shape, _, _, width = (float(p) for p in physics_loss(halo, targets, THRESHOLD, 4))
+    targets = (batch.physics.projections, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None])
+    shape, _, _, width, _ = (float(p) for p in physics_loss(halo, targets, THRESHOLD, 4))
     x_real, x_halo = 2 / 102, (2 + 200) / 104  # the x variances; y and z stay 0
     assert shape < 0.02
     assert width == pytest.approx((x_halo - x_real) / (x_real + VARIANCE_FLOOR) / 3, rel=1e-3)
@@ -102,17 +122,18 @@ def test_negative_network_output_counts_as_empty_cells() -> None:
     rng = np.random.default_rng(1)
     real = _showers(rng)
     batch = _batch(real, rng)
-    targets = (batch.physics.profiles, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None])
+    targets = (batch.physics.projections, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None])
     negative = np.where(real > 0, real, -1.0).astype(np.float32)  # empty cells far below zero
     parts = physics_loss(negative, targets, THRESHOLD, len(real))
-    assert [float(p) for p in parts] == pytest.approx([0.0] * 4, abs=1e-4)
+    assert [float(p) for p in parts] == pytest.approx([0.0] * 5, abs=1e-4)
 
 
 def test_physics_losses_share_the_global_batch_between_replicas() -> None:
     rng = np.random.default_rng(2)
     real = _showers(rng, 8)
     batch = _batch(real, rng)
-    targets = (batch.physics.profiles, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None] / 2)
+    sums = real.sum(axis=(1, 2, 3))[:, None] / 2
+    targets = (batch.physics.projections, batch.physics.hits, sums)
     whole = np.array([float(p) for p in physics_loss(real, targets, THRESHOLD, 8)])
     halves = [np.array([float(p) for p in physics_loss(
         real[i : i + 4], tuple(t[i : i + 4] for t in targets), THRESHOLD, 8)]) for i in (0, 4)]
@@ -146,9 +167,9 @@ def test_an_empty_z_layer_is_pulled_back_through_its_hottest_cell() -> None:
     rng = np.random.default_rng(3)
     real = _showers(rng)
     batch = _batch(real, rng)
-    targets = (batch.physics.profiles, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None])
+    targets = (batch.physics.projections, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None])
     deep = np.arange(25) >= 18
-    lit = batch.physics.profiles.mean(axis=0)[50:] > 1e-3
+    lit = batch.physics.projections[:, 1].sum(axis=1).mean(axis=0) > 1e-3  # z profile
     assert (deep & lit).sum() >= 2  # the real showers fill some of the deep layers
     below = -1.0 - rng.uniform(size=real.shape)  # dead deep layers, no ties for the hottest
     linear = tf.Variable(np.where(deep, below, real).astype(np.float32))

@@ -24,13 +24,15 @@ empty z layers, see ``_dead_layers``), each shower's energy against its target s
 the mean hit multiplicity through a smooth count (relative), and the mean per-shower variance
 of the x, y and z profiles (relative; optional fourth weight): the L1 distance of the profiles
 hardly sees a faint halo of cells ten cells out, the variance weighs it by the distance
-squared. With ``physics_energy_groups``
-above 1 the generated showers take the real batch's energies, the batch is ordered by energy and
-the profile and multiplicity terms compare each energy group's means, so that a generator whose
-showers scale wrongly with Ep (narrow and sparse at 100 GeV, wide at 500) cannot match the
-batch-wide mean by averaging the two errors away. They read the generator's
-output before its activation, which the steps apply themselves. They give the generator a
-dense signal from the first step, where the adversarial loss alone needs millions of showers.
+squared; and the mean xy, xz and yz projections as the SVN compares them (relative squared
+error; optional fifth weight), which see where the energy sits in two dimensions. With
+``physics_energy_groups`` above 1 the generated showers take the real batch's energies, the
+batch is ordered by energy and all but the energy term compare each energy group's means, so
+that a generator whose showers scale wrongly with Ep (narrow and sparse at 100 GeV, wide at
+500) cannot match the batch-wide mean by averaging the two errors away. They read the
+generator's output before its activation, which the steps apply themselves. They give the
+generator a dense signal from the first step, where the adversarial loss alone needs millions
+of showers.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ __all__ = ["GanBatch", "GeneratorLoss", "LOSS_PARTS", "PHYSICS_PARTS", "PhysicsT
            "activation", "loss_metrics", "make_batch", "physics_loss", "weighted_loss"]
 
 LOSS_PARTS = ("bce", "aux", "ecal")
-PHYSICS_PARTS = ("shape", "energy", "hits", "width")
+PHYSICS_PARTS = ("shape", "energy", "hits", "width", "projections")
 CELL_FLOOR = 1e-6  # GeV
 LIVE_LAYER_SHARE = 1e-3  # a z layer with more of the real energy must not be empty
 VARIANCE_FLOOR = 0.01  # cells squared: a relative width error also where the real width is 0
@@ -73,15 +75,15 @@ class Targets:
 
 @dataclass(frozen=True)
 class PhysicsTargets:
-    """Per real shower (the generator step averages them over its batch): normalised x, y, z
-    profiles (B, 75) and soft hit count (B, 1). Each generated shower's target sum is the
-    generator step's ECAL target."""
+    """Per real shower (the generator step averages them over its batch): normalised xy, xz
+    and yz projections (B, 3, 25, 25), from which its profiles follow, and soft hit count (B, 1).
+    Each generated shower's target sum is the generator step's ECAL target."""
 
-    profiles: NDArray[np.float32]
+    projections: NDArray[np.float32]
     hits: NDArray[np.float32]
 
     def as_tuple(self) -> tuple[NDArray[np.float32], ...]:
-        return self.profiles, self.hits
+        return self.projections, self.hits
 
 
 @dataclass(frozen=True)
@@ -142,17 +144,30 @@ def make_batch(
             ecal=fake_ecal,
         ),
         physics=PhysicsTargets(
-            profiles=np.asarray(_profiles(real_images, np), dtype=np.float32),
+            projections=np.asarray(_projections(real_images, np), dtype=np.float32),
             hits=_column(_soft_hits(real_images, hit_threshold, np)),
         ),
     )
 
 
-def _profiles(images, xp):
-    """(B, 25, 25, 25) -> (B, 75): each shower's x, y and z profiles, each summing to 1."""
-    total = xp.sum(images, axis=(1, 2, 3))[:, None] + 1e-12
-    return xp.concatenate([xp.sum(images, axis=(2, 3)), xp.sum(images, axis=(1, 3)),
-                           xp.sum(images, axis=(1, 2))], axis=1) / total
+def _projections(images, xp):
+    """(B, 25, 25, 25) cells (x, y, z) -> (B, 3, 25, 25): each shower's xy, xz and yz
+    projections, each summing to 1."""
+    total = xp.sum(images, axis=(1, 2, 3))[:, None, None, None] + 1e-12
+    return xp.stack([xp.sum(images, axis=3), xp.sum(images, axis=2),
+                     xp.sum(images, axis=1)], axis=1) / total
+
+
+def _profiles(projections, xp):
+    """(B, 3, 25, 25) projections -> (B, 75): the x, y and z profiles, each summing to 1."""
+    return xp.concatenate([xp.sum(projections[:, 0], axis=2), xp.sum(projections[:, 0], axis=1),
+                           xp.sum(projections[:, 1], axis=1)], axis=1)
+
+
+def _relative_squared_error(generated, real):
+    """Per group and plane, sum (G - R)^2 / sum R^2 over the cells (the SVN's form), averaged."""
+    error = ops.sum((generated - real) ** 2, axis=(2, 3))
+    return ops.mean(error / (ops.sum(real ** 2, axis=(2, 3)) + 1e-12))
 
 
 def _soft_hits(images, threshold, xp):
@@ -193,15 +208,18 @@ def _variances(profiles):
 
 
 def physics_loss(images, targets, hit_threshold: float, global_batch: int, energy_groups: int = 1):
-    """The (shape, energy, hits, width) losses of one replica's generated showers (network output
-    before the ReLU), each its share of the global batch's value; ``targets`` are the real
-    showers' profiles and soft hit counts and the generated showers' target sums. The shape and
-    hit terms average over ``energy_groups`` consecutive groups (the batch ordered by energy)."""
+    """The (shape, energy, hits, width, projections) losses of one replica's generated showers
+    (network output before the ReLU), each its share of the global batch's value; ``targets``
+    are the real showers' projections and soft hit counts and the generated showers' target
+    sums. All but the energy compare the means of ``energy_groups`` consecutive groups (the
+    batch ordered by energy)."""
     showers = ops.relu(images)
-    profiles, hits, ecal = targets
+    projections, hits, ecal = targets
+    profiles = _profiles(projections, ops)
     share = ops.shape(showers)[0] / global_batch
     real_profiles = _group_means(profiles, energy_groups)
-    shower_profiles = _profiles(showers, ops)
+    shower_projections = _projections(showers, ops)
+    shower_profiles = _profiles(shower_projections, ops)
     generated_profiles = _group_means(shower_profiles, energy_groups)
     shape = ops.mean(ops.sum(ops.abs(generated_profiles - real_profiles), axis=1)) / 3
     shape = shape + _dead_layers(images, ops.mean(profiles, axis=0)[2 * CELLS :], hit_threshold)
@@ -212,7 +230,10 @@ def physics_loss(images, targets, hit_threshold: float, global_batch: int, energ
     real_variance = _group_means(_variances(profiles), energy_groups)
     width = ops.mean(ops.abs(_group_means(_variances(shower_profiles), energy_groups)
                              - real_variance) / (real_variance + VARIANCE_FLOOR))
-    return shape * share, energy / global_batch, multiplicity * share, width * share
+    planes = _relative_squared_error(_group_means(shower_projections, energy_groups),
+                                     _group_means(projections, energy_groups))
+    return (shape * share, energy / global_batch, multiplicity * share, width * share,
+            planes * share)
 
 
 def weighted_loss(outputs, targets, weights, global_batch: int):
@@ -233,11 +254,12 @@ def weighted_loss(outputs, targets, weights, global_batch: int):
 @dataclass(frozen=True)
 class GeneratorLoss:
     """The generator's objective: the weighted adversarial losses, plus the physics losses
-    when any of their weights is non-zero (then 8 parts are returned instead of 4; a width
-    without its weight is only logged)."""
+    when any of their weights is non-zero (then 9 parts are returned instead of 4; a part
+    without its weight, such as the width or projections of a 3-weight recipe, is only
+    logged)."""
 
     loss_weights: tuple[float, float, float]
-    physics_weights: tuple[float, ...]  # shape, energy, hits[, width]
+    physics_weights: tuple[float, ...]  # shape, energy, hits[, width[, projections]]
     hit_threshold: float  # network units
     global_batch: int
     energy_groups: int = 1
@@ -258,7 +280,7 @@ class GeneratorLoss:
 
 
 def loss_metrics(prefix: str, losses) -> dict[str, float]:
-    """(total, bce, aux, ecal[, shape, energy, hits, width]) -> {"d_loss": ..., ...}."""
+    """(total, bce, aux, ecal[, shape, ..., projections]) -> {"d_loss": ..., ...}."""
     total, *parts = (float(loss) for loss in losses)
     names = LOSS_PARTS + PHYSICS_PARTS
     return {f"{prefix}_loss": total, **{f"{prefix}_{n}": v for n, v in zip(names, parts)}}
