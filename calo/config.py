@@ -257,8 +257,12 @@ class BenchConfig:
     precisions: list[str] = field(
         default_factory=lambda: ["fp32", "int8_inc", "bf16_inc", "fp16_tflite", "int8_tflite",
                                  "fp32_ov", "bf16_ov", "int8_ov"])
+    # ... and the pixel-wise difference of each to fp32 over this many showers (0: none)
+    pixelwise_showers: int = 1000
 
     def __post_init__(self) -> None:
+        require(self.pixelwise_showers >= 0,
+                f"bench.pixelwise_showers cannot be negative, got {self.pixelwise_showers}")
         for key in ("batch_sizes", "grid_threads", "grid_streams"):
             values = getattr(self, key)
             require(len(values) > 0 and min(values) > 0,

@@ -49,18 +49,27 @@ def test_quantized_run_logs_bench_metrics_with_fp32_side_by_side_and_the_grid(
 
 def test_suite_runs_each_precision_as_a_child_and_skips_what_is_missing(compose_run,
                                                                       store) -> None:
-    cfg = compose_run(*TINY, *QUICK, config_name="bench")
-    variants = {"fp32": compose_run(*TINY, *QUICK, "precision=fp32", config_name="bench")}
+    probe = "bench.pixelwise_showers=10"
+    cfg = compose_run(*TINY, *QUICK, probe, config_name="bench")
+    variants = {name: compose_run(*TINY, *QUICK, probe, f"precision={name}",
+                                  config_name="bench") for name in ("fp32", "fp16_tflite")}
     rows = run_suite(cfg, variants, {"int4": "no conf/precision/int4.yaml"})
     assert [(row.precision, row.skipped) for row in rows] == [
-        ("fp32", None), ("int4", "skipped: no conf/precision/int4.yaml")]
+        ("fp32", None), ("fp16_tflite", None), ("int4", "skipped: no conf/precision/int4.yaml")]
     table = suite_table(rows, [1, 4])
     assert table[0]["showers/s b4"] > 0 and table[0]["note"] == "baseline"
-    assert table[1]["showers/s b4"] is None and "int4" in table[1]["note"]
+    assert table[0]["pixel-wise"] == 0.0 and table[0]["peak MB"] > 100  # TensorFlow's runtime
+    assert 0 < table[1]["pixel-wise"] < 0.01  # float16 weights: rounding, not another network
+    assert table[2]["showers/s b4"] is None and "int4" in table[2]["note"]
     runs = client(store).search_runs(
         [client(store).get_experiment_by_name("calo").experiment_id])
     (parent,) = [r for r in runs if r.data.tags["bench_role"] == "summary"]
-    (child,) = [r for r in runs if r.data.tags["bench_role"] == "precision"]
+    fp32_child, fp16_child = sorted(
+        (r for r in runs if r.data.tags["bench_role"] == "precision"),
+        key=lambda r: r.data.tags["choice/precision"] != "fp32")
+    assert fp16_child.data.metrics["physics/engine_vs_fp32/pixel_rel_mean"] == pytest.approx(
+        table[1]["pixel-wise"])
+    child = fp32_child
     assert child.info.run_id == rows[0].run_id
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert child.data.tags["choice/precision"] == "fp32"
@@ -78,6 +87,7 @@ def test_suite_runs_each_precision_as_a_child_and_skips_what_is_missing(compose_
         ("bench.batch_sizes=[1,0]", "bench.batch_sizes must be a non-empty list"),
         ("bench.rounds=0", "bench.rounds must be positive"),
         ("bench.seconds=-1", "bench.seconds cannot be negative"),
+        ("bench.pixelwise_showers=-5", "bench.pixelwise_showers cannot be negative"),
     ],
 )
 def test_bad_bench_settings_are_one_line_errors(compose_run, override: str,
