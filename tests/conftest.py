@@ -24,6 +24,11 @@ from calo.paths import CONFIG_DIR
 from calo.precision.inc import has_int8_kernels
 from calo.services import MlflowServer, PostgresServer, SlurmCluster
 
+# submitit (imported when Hydra first looks for launcher plugins) calls logging.config.dictConfig
+# at import, which closes every logging handler that exists, pytest's own among them: a test
+# that composed its first config under capsys then ended with "I/O operation on closed file".
+os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
+
 # The benchmark (worker processes, seconds of timing) runs only in the tests that ask for it.
 TINY = ["model=tiny", "data.n_showers=200", "batch_size=50", "bench.enabled=false"]
 # A training of the tiny model on a few showers: one step takes well under a second.

@@ -50,6 +50,7 @@ def suite_store(compose_run, store: Path, monkeypatch: pytest.MonkeyPatch):
                         lambda generator, io, precision, *args, **kwargs: SimpleNamespace(
                             name=precision.name))
     monkeypatch.setattr(suite, "measure", _fake_measure)
+    monkeypatch.setattr(suite._PixelProbe, "of", lambda settings, baseline: None)  # no engines
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")  # hw=cascadelake sets it: restored after
 
     def run(*overrides: str, skipped: dict[str, str] | None = None) -> list[suite.SuiteRow]:

@@ -78,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.showers < 2:
         parser.error(f"--showers must be at least 2, got {args.showers}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     exit_on_user_error(benchmark, args.showers, args.figures)
     return 0
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     sys.exit(main())

@@ -78,7 +78,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="with --readme: the folder holding README.md and docs/ "
                              "(default: the project)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     from calo.tracking import tracking_uri
 
     uri = args.tracking_uri or tracking_uri(default)
@@ -91,4 +90,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    # Here, not in main(): a handler made inside main() would hold the stderr of its first
+    # caller (a test's captured stream, closed after that test) for the rest of the process.
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     main()

@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0].startswith("-"):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     print(exit_on_user_error(publish, argv[0], argv[1:]))
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     main()
