@@ -36,18 +36,23 @@ def test_physics_losses_vanish_for_the_real_showers_and_grow_with_the_mismatch()
     sums = real.sum(axis=(1, 2, 3))[:, None]
     targets = (batch.physics.projections, batch.physics.hits, sums)
     same = [float(part) for part in physics_loss(real, targets, THRESHOLD, len(real))]
-    assert same == pytest.approx([0.0] * 5, abs=1e-5)
+    assert same == pytest.approx([0.0] * 6, abs=1e-5)
 
     hot = [float(part) for part in physics_loss(3 * real, targets, THRESHOLD, len(real))]
     assert hot[1] == pytest.approx(2.0, rel=1e-4)  # every shower 3x its target sum
     assert hot[0] == pytest.approx(0.0, abs=1e-5)  # the same shapes
     assert hot[3] == pytest.approx(0.0, abs=1e-5)  # and widths
     assert hot[4] == pytest.approx(0.0, abs=1e-5)  # and projections
+    assert hot[5] == pytest.approx(0.0, abs=1e-4)  # and centres
     assert hot[2] > 0.01  # cells near the threshold cross it
 
     shifted = np.roll(real, 5, axis=3)  # five layers deeper
     deeper = [float(part) for part in physics_loss(shifted, targets, THRESHOLD, len(real))]
     assert deeper[0] > 0.2
+    z = np.arange(25)
+    centre = [(showers.sum(axis=(1, 2)) @ z / showers.sum(axis=(1, 2, 3))).mean()
+              for showers in (shifted, real)]  # the roll wraps the deepest layers round
+    assert deeper[5] == pytest.approx(abs(centre[0] - centre[1]) / 3, rel=1e-4)  # x, y: 0
 
 
 def _blob(width: float) -> np.ndarray:
@@ -79,7 +84,7 @@ def test_energy_groups_see_showers_that_scale_wrongly_with_energy() -> None:
     assert float(whole[3]) == pytest.approx(0.0, abs=1e-5)
     assert float(grouped[3]) > 0.5  # each group's variance is several times the other's
     same = physics_loss(batch.real_images, targets, threshold, 8, energy_groups=2)
-    assert [float(p) for p in same] == pytest.approx([0.0] * 5, abs=1e-5)
+    assert [float(p) for p in same] == pytest.approx([0.0] * 6, abs=1e-5)
 
 
 def test_the_projection_loss_is_the_svn_form_of_the_mean_projections() -> None:
@@ -112,7 +117,7 @@ def test_the_width_loss_is_the_relative_error_of_the_mean_variance() -> None:
     halo = real.copy()
     halo[:, 2, 12, 12] = halo[:, 22, 12, 12] = 1.0  # and a faint halo ten cells out
     targets = (batch.physics.projections, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None])
-    shape, _, _, width, _ = (float(p) for p in physics_loss(halo, targets, THRESHOLD, 4))
+    shape, _, _, width, _, _ = (float(p) for p in physics_loss(halo, targets, THRESHOLD, 4))
     x_real, x_halo = 2 / 102, (2 + 200) / 104  # the x variances; y and z stay 0
     assert shape < 0.02
     assert width == pytest.approx((x_halo - x_real) / (x_real + VARIANCE_FLOOR) / 3, rel=1e-3)
@@ -125,7 +130,7 @@ def test_negative_network_output_counts_as_empty_cells() -> None:
     targets = (batch.physics.projections, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None])
     negative = np.where(real > 0, real, -1.0).astype(np.float32)  # empty cells far below zero
     parts = physics_loss(negative, targets, THRESHOLD, len(real))
-    assert [float(p) for p in parts] == pytest.approx([0.0] * 5, abs=1e-4)
+    assert [float(p) for p in parts] == pytest.approx([0.0] * 6, abs=1e-4)
 
 
 def test_physics_losses_share_the_global_batch_between_replicas() -> None:

@@ -25,7 +25,10 @@ the mean hit multiplicity through a smooth count (relative), and the mean per-sh
 of the x, y and z profiles (relative; optional fourth weight): the L1 distance of the profiles
 hardly sees a faint halo of cells ten cells out, the variance weighs it by the distance
 squared; and the mean xy, xz and yz projections as the SVN compares them (relative squared
-error; optional fifth weight), which see where the energy sits in two dimensions. With
+error; optional fifth weight), which see where the energy sits in two dimensions; and the
+mean centre of the x, y and z profiles in cells (optional sixth weight), which the paper's Table
+3 compares and the distances above weigh little when a shower is a fraction of a layer early.
+With
 ``physics_energy_groups`` above 1 the generated showers take the real batch's energies, the
 batch is ordered by energy and all but the energy term compare each energy group's means, so
 that a generator whose showers scale wrongly with Ep (narrow and sparse at 100 GeV, wide at
@@ -54,7 +57,7 @@ __all__ = ["GanBatch", "GeneratorLoss", "LOSS_PARTS", "PHYSICS_PARTS", "PhysicsT
            "activation", "loss_metrics", "make_batch", "physics_loss", "weighted_loss"]
 
 LOSS_PARTS = ("bce", "aux", "ecal")
-PHYSICS_PARTS = ("shape", "energy", "hits", "width", "projections")
+PHYSICS_PARTS = ("shape", "energy", "hits", "width", "projections", "centre")
 CELL_FLOOR = 1e-6  # GeV
 LIVE_LAYER_SHARE = 1e-3  # a z layer with more of the real energy must not be empty
 VARIANCE_FLOOR = 0.01  # cells squared: a relative width error also where the real width is 0
@@ -199,20 +202,21 @@ def _group_means(values, groups: int):
     return ops.mean(ops.reshape(values, (groups, -1, *ops.shape(values)[1:])), axis=1)
 
 
-def _variances(profiles):
-    """(B, 75) normalised x, y, z profiles -> (B, 3) each profile's variance in cells squared."""
+def _moments(profiles):
+    """(B, 75) normalised x, y, z profiles -> (B, 3) centres in cells, (B, 3) variances in
+    cells squared."""
     position = ops.cast(ops.arange(CELLS), profiles.dtype)
     per_axis = ops.reshape(profiles, (-1, 3, CELLS))
     centre = ops.sum(per_axis * position, axis=2, keepdims=True)
-    return ops.sum(per_axis * (position - centre) ** 2, axis=2)
+    return ops.squeeze(centre, 2), ops.sum(per_axis * (position - centre) ** 2, axis=2)
 
 
 def physics_loss(images, targets, hit_threshold: float, global_batch: int, energy_groups: int = 1):
-    """The (shape, energy, hits, width, projections) losses of one replica's generated showers
-    (network output before the ReLU), each its share of the global batch's value; ``targets``
-    are the real showers' projections and soft hit counts and the generated showers' target
-    sums. All but the energy compare the means of ``energy_groups`` consecutive groups (the
-    batch ordered by energy)."""
+    """The (shape, energy, hits, width, projections, centre) losses of one replica's generated
+    showers (network output before the ReLU), each its share of the global batch's value;
+    ``targets`` are the real showers' projections and soft hit counts and the generated
+    showers' target sums. All but the energy compare the means of ``energy_groups``
+    consecutive groups (the batch ordered by energy)."""
     showers = ops.relu(images)
     projections, hits, ecal = targets
     profiles = _profiles(projections, ops)
@@ -227,13 +231,14 @@ def physics_loss(images, targets, hit_threshold: float, global_batch: int, energ
     soft_hits = _group_means(_soft_hits(showers, hit_threshold, ops), energy_groups)
     multiplicity = ops.mean(ops.abs(soft_hits / _group_means(ops.squeeze(hits, 1), energy_groups)
                                     - 1.0))
-    real_variance = _group_means(_variances(profiles), energy_groups)
-    width = ops.mean(ops.abs(_group_means(_variances(shower_profiles), energy_groups)
-                             - real_variance) / (real_variance + VARIANCE_FLOOR))
+    real_centre, real_variance = (_group_means(m, energy_groups) for m in _moments(profiles))
+    centre, variance = (_group_means(m, energy_groups) for m in _moments(shower_profiles))
+    width = ops.mean(ops.abs(variance - real_variance) / (real_variance + VARIANCE_FLOOR))
     planes = _relative_squared_error(_group_means(shower_projections, energy_groups),
                                      _group_means(projections, energy_groups))
+    offset = ops.mean(ops.abs(centre - real_centre))
     return (shape * share, energy / global_batch, multiplicity * share, width * share,
-            planes * share)
+            planes * share, offset * share)
 
 
 def weighted_loss(outputs, targets, weights, global_batch: int):
@@ -254,12 +259,11 @@ def weighted_loss(outputs, targets, weights, global_batch: int):
 @dataclass(frozen=True)
 class GeneratorLoss:
     """The generator's objective: the weighted adversarial losses, plus the physics losses
-    when any of their weights is non-zero (then 9 parts are returned instead of 4; a part
-    without its weight, such as the width or projections of a 3-weight recipe, is only
-    logged)."""
+    when any of their weights is non-zero (then 10 parts are returned instead of 4; a part
+    without its weight, such as the width of a 3-weight recipe, is only logged)."""
 
     loss_weights: tuple[float, float, float]
-    physics_weights: tuple[float, ...]  # shape, energy, hits[, width[, projections]]
+    physics_weights: tuple[float, ...]  # shape, energy, hits[, width[, projections[, centre]]]
     hit_threshold: float  # network units
     global_batch: int
     energy_groups: int = 1
