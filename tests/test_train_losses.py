@@ -34,9 +34,9 @@ def test_physics_losses_vanish_for_the_real_showers_and_grow_with_the_mismatch()
     real = _showers(rng)
     batch = _batch(real, rng)
     sums = real.sum(axis=(1, 2, 3))[:, None]
-    targets = (batch.physics.projections, batch.physics.hits, sums)
+    targets = (*batch.physics.as_tuple(), sums)
     same = [float(part) for part in physics_loss(real, targets, THRESHOLD, len(real))]
-    assert same == pytest.approx([0.0] * 6, abs=1e-5)
+    assert same[:6] == pytest.approx([0.0] * 6, abs=1e-5)  # resolution: its own test
 
     hot = [float(part) for part in physics_loss(3 * real, targets, THRESHOLD, len(real))]
     assert hot[1] == pytest.approx(2.0, rel=1e-4)  # every shower 3x its target sum
@@ -75,7 +75,7 @@ def test_energy_groups_see_showers_that_scale_wrongly_with_energy() -> None:
     assert np.allclose(fake_energy, np.sort(energy))  # the fakes take the real energies
     assert np.allclose(batch.real.aux, batch.fake.aux)  # ordered alike
     swapped = batch.real_images[::-1]  # low Ep gets the wide showers, high Ep the narrow
-    targets = (batch.physics.projections, batch.physics.hits, batch.real.ecal)
+    targets = (*batch.physics.as_tuple(), batch.real.ecal)
     threshold = THRESHOLD * NetworkIO().cell_scale
     whole = physics_loss(swapped, targets, threshold, 8)
     grouped = physics_loss(swapped, targets, threshold, 8, energy_groups=2)
@@ -84,7 +84,7 @@ def test_energy_groups_see_showers_that_scale_wrongly_with_energy() -> None:
     assert float(whole[3]) == pytest.approx(0.0, abs=1e-5)
     assert float(grouped[3]) > 0.5  # each group's variance is several times the other's
     same = physics_loss(batch.real_images, targets, threshold, 8, energy_groups=2)
-    assert [float(p) for p in same] == pytest.approx([0.0] * 6, abs=1e-5)
+    assert [float(p) for p in same[:6]] == pytest.approx([0.0] * 6, abs=1e-5)
 
 
 def test_the_projection_loss_is_the_svn_form_of_the_mean_projections() -> None:
@@ -93,7 +93,7 @@ def test_the_projection_loss_is_the_svn_form_of_the_mean_projections() -> None:
     real = _showers(rng, 4)
     batch = _batch(real, rng)
     moved = np.roll(real, 1, axis=2)
-    targets = (batch.physics.projections, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None])
+    targets = (*batch.physics.as_tuple(), real.sum(axis=(1, 2, 3))[:, None])
     planes = float(physics_loss(moved, targets, THRESHOLD, 4)[4])
 
     def mean_projections(showers):
@@ -106,6 +106,24 @@ def test_the_projection_loss_is_the_svn_form_of_the_mean_projections() -> None:
     assert 0.1 < planes < 2  # xy and yz see the move, xz does not
 
 
+def test_the_resolution_loss_compares_the_spread_of_the_responses() -> None:
+    """Generated showers whose sums over their targets spread twice as far as the real showers'
+    responses score 1; the same spread scores 0, whatever the mean response."""
+    rng = np.random.default_rng(7)
+    real = _showers(rng, 8)
+    batch = _batch(real, rng)
+    real_response = batch.physics.response[:, 0]
+    assert np.std(real_response) > 0.1  # _showers: energies 1-5 GeV against one target
+    target = real.sum(axis=(1, 2, 3)) / real_response
+    centred = real_response - real_response.mean()
+    for spread, expected in ((1.0, 0.0), (2.0, 1.0)):
+        response = 3.0 + spread * centred  # positive: the ReLU would cut the rest
+        showers = real * (response * target / real.sum(axis=(1, 2, 3)))[:, None, None, None]
+        targets = (*batch.physics.as_tuple(), target[:, None])
+        resolution = float(physics_loss(showers, targets, THRESHOLD, 8)[6])
+        assert resolution == pytest.approx(expected, abs=1e-4)
+
+
 def test_the_width_loss_is_the_relative_error_of_the_mean_variance() -> None:
     """A faint halo far from the core barely moves the profiles' L1 distance, but the variance
     grows by the halo's share times its distance squared."""
@@ -116,8 +134,8 @@ def test_the_width_loss_is_the_relative_error_of_the_mean_variance() -> None:
     batch = _batch(real, rng)
     halo = real.copy()
     halo[:, 2, 12, 12] = halo[:, 22, 12, 12] = 1.0  # and a faint halo ten cells out
-    targets = (batch.physics.projections, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None])
-    shape, _, _, width, _, _ = (float(p) for p in physics_loss(halo, targets, THRESHOLD, 4))
+    targets = (*batch.physics.as_tuple(), real.sum(axis=(1, 2, 3))[:, None])
+    shape, _, _, width, *_ = (float(p) for p in physics_loss(halo, targets, THRESHOLD, 4))
     x_real, x_halo = 2 / 102, (2 + 200) / 104  # the x variances; y and z stay 0
     assert shape < 0.02
     assert width == pytest.approx((x_halo - x_real) / (x_real + VARIANCE_FLOOR) / 3, rel=1e-3)
@@ -127,10 +145,10 @@ def test_negative_network_output_counts_as_empty_cells() -> None:
     rng = np.random.default_rng(1)
     real = _showers(rng)
     batch = _batch(real, rng)
-    targets = (batch.physics.projections, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None])
+    targets = (*batch.physics.as_tuple(), real.sum(axis=(1, 2, 3))[:, None])
     negative = np.where(real > 0, real, -1.0).astype(np.float32)  # empty cells far below zero
     parts = physics_loss(negative, targets, THRESHOLD, len(real))
-    assert [float(p) for p in parts] == pytest.approx([0.0] * 6, abs=1e-4)
+    assert [float(p) for p in parts[:6]] == pytest.approx([0.0] * 6, abs=1e-4)
 
 
 def test_physics_losses_share_the_global_batch_between_replicas() -> None:
@@ -138,7 +156,7 @@ def test_physics_losses_share_the_global_batch_between_replicas() -> None:
     real = _showers(rng, 8)
     batch = _batch(real, rng)
     sums = real.sum(axis=(1, 2, 3))[:, None] / 2
-    targets = (batch.physics.projections, batch.physics.hits, sums)
+    targets = (*batch.physics.as_tuple(), sums)
     whole = np.array([float(p) for p in physics_loss(real, targets, THRESHOLD, 8)])
     halves = [np.array([float(p) for p in physics_loss(
         real[i : i + 4], tuple(t[i : i + 4] for t in targets), THRESHOLD, 8)]) for i in (0, 4)]
@@ -172,7 +190,7 @@ def test_an_empty_z_layer_is_pulled_back_through_its_hottest_cell() -> None:
     rng = np.random.default_rng(3)
     real = _showers(rng)
     batch = _batch(real, rng)
-    targets = (batch.physics.projections, batch.physics.hits, real.sum(axis=(1, 2, 3))[:, None])
+    targets = (*batch.physics.as_tuple(), real.sum(axis=(1, 2, 3))[:, None])
     deep = np.arange(25) >= 18
     lit = batch.physics.projections[:, 1].sum(axis=1).mean(axis=0) > 1e-3  # z profile
     assert (deep & lit).sum() >= 2  # the real showers fill some of the deep layers

@@ -27,8 +27,10 @@ hardly sees a faint halo of cells ten cells out, the variance weighs it by the d
 squared; and the mean xy, xz and yz projections as the SVN compares them (relative squared
 error; optional fifth weight), which see where the energy sits in two dimensions; and the
 mean centre of the x, y and z profiles in cells (optional sixth weight), which the paper's Table
-3 compares and the distances above weigh little when a shower is a fraction of a layer early.
-With
+3 compares and the distances above weigh little when a shower is a fraction of a layer early;
+and the energy resolution (optional seventh weight): the spread of each shower's sum over its
+target, against the real showers' spread (relative), which the energy term's pull of every
+shower to its target does not set. With
 ``physics_energy_groups`` above 1 the generated showers take the real batch's energies, the
 batch is ordered by energy and all but the energy term compare each energy group's means, so
 that a generator whose showers scale wrongly with Ep (narrow and sparse at 100 GeV, wide at
@@ -57,7 +59,7 @@ __all__ = ["GanBatch", "GeneratorLoss", "LOSS_PARTS", "PHYSICS_PARTS", "PhysicsT
            "activation", "loss_metrics", "make_batch", "physics_loss", "weighted_loss"]
 
 LOSS_PARTS = ("bce", "aux", "ecal")
-PHYSICS_PARTS = ("shape", "energy", "hits", "width", "projections", "centre")
+PHYSICS_PARTS = ("shape", "energy", "hits", "width", "projections", "centre", "resolution")
 CELL_FLOOR = 1e-6  # GeV
 LIVE_LAYER_SHARE = 1e-3  # a z layer with more of the real energy must not be empty
 VARIANCE_FLOOR = 0.01  # cells squared: a relative width error also where the real width is 0
@@ -79,14 +81,16 @@ class Targets:
 @dataclass(frozen=True)
 class PhysicsTargets:
     """Per real shower (the generator step averages them over its batch): normalised xy, xz
-    and yz projections (B, 3, 25, 25), from which its profiles follow, and soft hit count (B, 1).
-    Each generated shower's target sum is the generator step's ECAL target."""
+    and yz projections (B, 3, 25, 25), from which its profiles follow, soft hit count (B, 1) and
+    sum over the sampling-fraction fit's target at its Ep (B, 1). Each generated shower's target
+    sum is the generator step's ECAL target."""
 
     projections: NDArray[np.float32]
     hits: NDArray[np.float32]
+    response: NDArray[np.float32]
 
     def as_tuple(self) -> tuple[NDArray[np.float32], ...]:
-        return self.projections, self.hits
+        return self.projections, self.hits, self.response
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,8 @@ def make_batch(
         physics=PhysicsTargets(
             projections=np.asarray(_projections(real_images, np), dtype=np.float32),
             hits=_column(_soft_hits(real_images, hit_threshold, np)),
+            response=_column(real_images.sum(axis=(1, 2, 3)) / (
+                energy_gev * sampling_fraction_fit(energy_gev) * io.cell_scale)),
         ),
     )
 
@@ -202,6 +208,11 @@ def _group_means(values, groups: int):
     return ops.mean(ops.reshape(values, (groups, -1, *ops.shape(values)[1:])), axis=1)
 
 
+def _group_stds(values, groups: int):
+    """(B,) -> (groups,): the standard deviation within each of ``groups`` consecutive slices."""
+    return ops.std(ops.reshape(values, (groups, -1)), axis=1) + 1e-6
+
+
 def _moments(profiles):
     """(B, 75) normalised x, y, z profiles -> (B, 3) centres in cells, (B, 3) variances in
     cells squared."""
@@ -212,13 +223,14 @@ def _moments(profiles):
 
 
 def physics_loss(images, targets, hit_threshold: float, global_batch: int, energy_groups: int = 1):
-    """The (shape, energy, hits, width, projections, centre) losses of one replica's generated
-    showers (network output before the ReLU), each its share of the global batch's value;
-    ``targets`` are the real showers' projections and soft hit counts and the generated
-    showers' target sums. All but the energy compare the means of ``energy_groups``
-    consecutive groups (the batch ordered by energy)."""
+    """The (shape, energy, hits, width, projections, centre, resolution) losses of one replica's
+    generated showers (network output before the ReLU), each its share of the global batch's
+    value; ``targets`` are the real showers' projections, soft hit counts and responses (sum
+    over target), and the generated showers' target sums. All but the energy compare the
+    groups' means (or spreads) of ``energy_groups`` consecutive groups (the batch ordered by
+    energy)."""
     showers = ops.relu(images)
-    projections, hits, ecal = targets
+    projections, hits, real_response, ecal = targets
     profiles = _profiles(projections, ops)
     share = ops.shape(showers)[0] / global_batch
     real_profiles = _group_means(profiles, energy_groups)
@@ -227,7 +239,8 @@ def physics_loss(images, targets, hit_threshold: float, global_batch: int, energ
     generated_profiles = _group_means(shower_profiles, energy_groups)
     shape = ops.mean(ops.sum(ops.abs(generated_profiles - real_profiles), axis=1)) / 3
     shape = shape + _dead_layers(images, ops.mean(profiles, axis=0)[2 * CELLS :], hit_threshold)
-    energy = ops.sum(ops.abs(ops.sum(showers, axis=(1, 2, 3)) / ops.squeeze(ecal, 1) - 1.0))
+    response = ops.sum(showers, axis=(1, 2, 3)) / ops.squeeze(ecal, 1)
+    energy = ops.sum(ops.abs(response - 1.0))
     soft_hits = _group_means(_soft_hits(showers, hit_threshold, ops), energy_groups)
     multiplicity = ops.mean(ops.abs(soft_hits / _group_means(ops.squeeze(hits, 1), energy_groups)
                                     - 1.0))
@@ -237,8 +250,11 @@ def physics_loss(images, targets, hit_threshold: float, global_batch: int, energ
     planes = _relative_squared_error(_group_means(shower_projections, energy_groups),
                                      _group_means(projections, energy_groups))
     offset = ops.mean(ops.abs(centre - real_centre))
+    resolution = ops.mean(ops.abs(_group_stds(response, energy_groups)
+                                  / _group_stds(ops.squeeze(real_response, 1), energy_groups)
+                                  - 1.0))
     return (shape * share, energy / global_batch, multiplicity * share, width * share,
-            planes * share, offset * share)
+            planes * share, offset * share, resolution * share)
 
 
 def weighted_loss(outputs, targets, weights, global_batch: int):
@@ -259,11 +275,11 @@ def weighted_loss(outputs, targets, weights, global_batch: int):
 @dataclass(frozen=True)
 class GeneratorLoss:
     """The generator's objective: the weighted adversarial losses, plus the physics losses
-    when any of their weights is non-zero (then 10 parts are returned instead of 4; a part
+    when any of their weights is non-zero (then 11 parts are returned instead of 4; a part
     without its weight, such as the width of a 3-weight recipe, is only logged)."""
 
     loss_weights: tuple[float, float, float]
-    physics_weights: tuple[float, ...]  # shape, energy, hits[, width[, projections[, centre]]]
+    physics_weights: tuple[float, ...]  # shape, energy, hits[, width, ..., resolution]
     hit_threshold: float  # network units
     global_batch: int
     energy_groups: int = 1

@@ -57,12 +57,12 @@ class TFSteps:
         self.d_optimizer.apply(tape.gradient(total, variables), variables)
         return (total, *parts)
 
-    def _g_replica_step(self, latent, label, aux, ecal, projections, hits):
+    def _g_replica_step(self, latent, label, aux, ecal, *physics):
         with tf.GradientTape() as tape:
             linear = self.generator(latent, training=True)
             outputs = self.discriminator(self.activate(linear), training=False)
             total, parts = self.generator_loss(linear, outputs, (label, aux, ecal),
-                                               (projections, hits))
+                                               physics)
         variables = self.generator.trainable_variables
         self.g_optimizer.apply(tape.gradient(total, variables), variables)
         return (total, *parts)
