@@ -239,3 +239,28 @@ def test_a_batch_size_a_fixed_batch_engine_was_not_built_for_is_a_one_line_error
             pytest.raises(CaloError, match="built for batch size 4") as error:
         pool.measure(RoundRequest(1, warmup_batches=0, seconds=0.0, min_batches=1))
     assert "\n" not in str(error.value) and "stream worker" in str(error.value)
+
+
+def _child_peak(queue) -> None:
+    from calo.bench.worker import peak_rss_bytes
+
+    queue.put(peak_rss_bytes())
+
+
+def test_a_spawned_worker_reports_its_own_peak_memory_not_its_parents() -> None:
+    """ru_maxrss survives execve on Linux: a worker spawned after the parent touched 1 GB
+    would report that GB as its own peak."""
+    import numpy as np
+
+    from calo.bench.worker import peak_rss_bytes
+
+    ballast = np.ones(2**30 // 8)  # 1 GiB, touched
+    assert peak_rss_bytes() > 2**30
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_child_peak, args=(queue,))
+    child.start()
+    peak = queue.get(timeout=120)
+    child.join()
+    assert peak < 2**30 - 2**28  # the child's own interpreter, far below the parent's GB
+    del ballast
