@@ -70,8 +70,9 @@ def build_engine(generator, io: NetworkIO, cfg: PrecisionConfig, batch_size: int
         engine = build_tflite_engine(graph, io, kind, batch_size or cfg.fixed_batch_size,
                                      calibration)
     if cfg.backend in ROUNDING_ONLY:
-        _require_rounding_only(engine, generator, calibration_inputs(io, cfg, latent_distribution),
-                               cfg.backend)
+        if calibration is None:  # bf16_ov does not calibrate
+            calibration = calibration_inputs(io, cfg, latent_distribution)
+        _require_rounding_only(engine, generator, calibration, cfg.backend)
     return engine
 
 

@@ -3,8 +3,8 @@ generator at all.
 
 Keras' ``mixed_bfloat16`` hands the convolutions to the backend's bf16 kernels, and those can be
 wrong, not just rounded: on a CPU with AMX, TensorFlow 2.21's oneDNN bf16 Conv2D with an 8x8
-kernel and 8 channels (the tiny test model's) returns outputs off by 100 % of their scale, while
-16 or more channels agree with float32 to 0.4 %. A training on such kernels would run for hours
+kernel and 8 or 12 input channels returns outputs off by 100 % of their scale, while 4, 16 or
+more input channels agree with float32 to 0.4 %. A training on such kernels would run for hours
 on garbage, so before it starts, the generator in bf16 is compared once with a float32 copy of
 the same weights.
 """
@@ -59,5 +59,5 @@ def require_faithful_bf16(generator: keras.Model, model: ModelConfig) -> None:
         raise CaloError(
             f"train.precision=bf16: this machine's bf16 kernels compute the {model.name} "
             f"generator {disagreement:.0%} away from float32 (rounding alone gives about 0.5 %; "
-            "a oneDNN fault seen with 8x8 convolutions of 8 channels on AMX): train in "
-            "float32 (train.precision=fp32) or with wider layers")
+            "a oneDNN fault seen with 8x8 convolutions of 8 or 12 input channels on AMX): "
+            "train in float32 (train.precision=fp32) or with other layer widths")

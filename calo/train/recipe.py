@@ -126,7 +126,7 @@ def make_batch(
         ecal_gev, energy_gev = ecal_gev[by_energy], energy_gev[by_energy]
         fake_energy = np.asarray(energy_gev, dtype=np.float32)
     latent = sample_latent(size, io.latent_dim, latent_distribution, rng)
-    fake_ecal = _column(fake_energy * sampling_fraction_fit(fake_energy) * io.cell_scale)
+    fake_ecal = _column(_target_sum(fake_energy, io))
     flip_real = rng.uniform(size=size) < settings.label_flip
     flip_fake = rng.uniform(size=size) < settings.label_flip
     flip_generator = rng.uniform(size=size) < settings.label_flip
@@ -153,10 +153,14 @@ def make_batch(
         physics=PhysicsTargets(
             projections=np.asarray(_projections(real_images, np), dtype=np.float32),
             hits=_column(_soft_hits(real_images, hit_threshold, np)),
-            response=_column(real_images.sum(axis=(1, 2, 3)) / (
-                energy_gev * sampling_fraction_fit(energy_gev) * io.cell_scale)),
+            response=_column(real_images.sum(axis=(1, 2, 3)) / _target_sum(energy_gev, io)),
         ),
     )
+
+
+def _target_sum(energy_gev: NDArray, io: NetworkIO) -> NDArray:
+    """A shower's expected sum at its Ep (network units): the sampling-fraction fit."""
+    return energy_gev * sampling_fraction_fit(energy_gev) * io.cell_scale
 
 
 def _projections(images, xp):
@@ -300,7 +304,7 @@ class GeneratorLoss:
 
 
 def loss_metrics(prefix: str, losses) -> dict[str, float]:
-    """(total, bce, aux, ecal[, shape, ..., projections]) -> {"d_loss": ..., ...}."""
+    """(total, bce, aux, ecal[, shape, ..., resolution]) -> {"d_loss": ..., ...}."""
     total, *parts = (float(loss) for loss in losses)
     names = LOSS_PARTS + PHYSICS_PARTS
     return {f"{prefix}_loss": total, **{f"{prefix}_{n}": v for n, v in zip(names, parts)}}
