@@ -248,19 +248,22 @@ def _child_peak(queue) -> None:
 
 
 def test_a_spawned_worker_reports_its_own_peak_memory_not_its_parents() -> None:
-    """ru_maxrss survives execve on Linux: a worker spawned after the parent touched 1 GB
-    would report that GB as its own peak."""
+    """ru_maxrss survives execve on Linux: a worker spawned after the parent touched 2 GiB
+    would report at least the parent's peak as its own. The worker's own interpreter (with
+    whatever this module imports) is measured against the parent's peak less the ballast,
+    not against a fixed size, which differs between machines."""
     import numpy as np
 
     from calo.bench.worker import peak_rss_bytes
 
-    ballast = np.ones(2**30 // 8)  # 1 GiB, touched
-    assert peak_rss_bytes() > 2**30
+    ballast = np.ones(2**31 // 8)  # 2 GiB, touched
+    parent_peak = peak_rss_bytes()
+    assert parent_peak > 2**31
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     child = context.Process(target=_child_peak, args=(queue,))
     child.start()
     peak = queue.get(timeout=120)
     child.join()
-    assert peak < 2**30 - 2**28  # the child's own interpreter, far below the parent's GB
+    assert peak < parent_peak - 2**30  # at least 1 of the parent's 2 ballast GiB is not counted
     del ballast
