@@ -48,8 +48,11 @@ def require(condition: bool, message: str) -> None:
 
 
 class LatentDistribution(StrEnum):
+    """The generator's noise; see :func:`calo.model.io.sample_latent`."""
+
     normal = "normal"
     uniform = "uniform"
+    sphere = "sphere"
 
 
 @dataclass

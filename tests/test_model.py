@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calo.config import ModelConfig
+from calo.config import LatentDistribution, ModelConfig
 from calo.errors import CaloError
-from calo.model import NetworkIO, build_generator
+from calo.model import NetworkIO, build_generator, sample_latent
 from calo.model.weights import load_generator
 
 from .conftest import TINY_MODEL
@@ -38,6 +38,23 @@ def test_network_io_scales_latent_by_energy_and_output_to_gev() -> None:
     np.testing.assert_allclose(io.showers(np.full((1, 2), 50.0)), 0.5)
     with pytest.raises(ValueError, match="latents but"):
         io.network_input(np.ones((2, 2)), np.ones(3))
+
+
+def test_the_sphere_latent_carries_ep_exactly_in_the_input_norm() -> None:
+    """A normal latent's norm spreads by 1/sqrt(2 n) (5 % at 200), which blurs Ep in the
+    generator's input; on the sphere the input's norm is Ep / energy_scale x sqrt(n) exactly."""
+    io = NetworkIO(latent_dim=200)
+    energy = np.full(4000, 300.0, dtype=np.float32)
+    spreads = {}
+    for distribution in (LatentDistribution.normal, LatentDistribution.sphere):
+        latent = sample_latent(len(energy), 200, distribution, np.random.default_rng(1))
+        norm = np.linalg.norm(io.network_input(latent, energy), axis=1)
+        spreads[distribution] = norm.std() / norm.mean()
+        assert norm.mean() == pytest.approx(3.0 * np.sqrt(200), rel=0.01)
+    assert spreads[LatentDistribution.normal] == pytest.approx(1 / np.sqrt(400), rel=0.1)
+    assert spreads[LatentDistribution.sphere] < 1e-6
+    directions = sample_latent(4000, 200, LatentDistribution.sphere, np.random.default_rng(2))
+    assert np.abs(directions.mean(axis=0)).max() < 0.1  # still centred: isotropic directions
 
 
 def test_weights_round_trip(tmp_path: Path) -> None:

@@ -47,6 +47,8 @@ def test_train_end_to_end_logs_registers_and_resumes(compose_train, compose_run,
     assert [m.step for m in client.get_metric_history(first.run_id, "train/g_loss")] == [0, 1, 2,
                                                                                         3, 4]
     assert "train/val_score" in run.data.metrics and "val/z_mean" in run.data.metrics
+    assert run.data.metrics["val/targets_met"] in range(11)  # issue 11's targets, per validation
+    assert run.data.metrics["val/separation_mean"] > 0 and run.data.metrics["val/svn"] > 0
     assert client.get_registered_model("calo-generator").name == "calo-generator"
 
     from calo.run import run as main_run

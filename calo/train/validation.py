@@ -11,6 +11,7 @@ from calo.config import LatentDistribution, PhysicsConfig
 from calo.data.showers import Showers
 from calo.model.io import NetworkIO, sample_latent
 from calo.physics import ValidationResult, measure_reference, validate
+from calo.physics.targets import TargetCheck, generator_targets
 
 __all__ = ["Validator"]
 
@@ -21,12 +22,18 @@ def _is_scored(key: str) -> bool:
     return moment or (key.startswith("sf_") and key[3].isdigit())
 
 
+def _resolution_check(targets: list[TargetCheck]) -> TargetCheck:
+    return next(check for check in targets if check.measure.startswith("energy resolution"))
+
+
 class Validator:
     """Fixed latents and the validation sample's energies, so epochs compare like with like.
 
     The score is the mean relative deviation of the generated sample's profile means and
     standard deviations along x, y, z and of its sampling fraction per energy bin from the
-    reference's. The SVN and the 3DGAN analysis metric are logged beside it. The reference's
+    reference's. The SVN, the 3DGAN analysis metric, the mean separation power, the worst energy
+    bin's resolution ratio and the number of issue 11's targets met are logged beside it. The
+    reference's
     side of the validation (its features, summary and floor) is measured once, here.
     """
 
@@ -53,7 +60,11 @@ class Validator:
                       if _is_scored(key)]
         score = float(np.mean(deviations))
         comparison = result.comparisons["engine"]
+        targets = generator_targets(result)
         metrics = {**{f"val/{key}": value for key, value in engine.items()},
                    "val/svn": comparison.svn.value,
-                   "val/analysis_metric": comparison.analysis.value}
+                   "val/analysis_metric": comparison.analysis.value,
+                   "val/separation_mean": comparison.separation.mean,
+                   "val/resolution_worst": _resolution_check(targets).generated,
+                   "val/targets_met": float(sum(check.met for check in targets))}
         return (score if np.isfinite(score) else float("inf")), metrics, result
