@@ -333,7 +333,7 @@ class TrainSettings:
     lr_batch_size: int = 128  # the batch the rates are for: linear scaling to batch_size
     loss_weights: list[float] = field(default_factory=lambda: [6.0, 0.2, 0.1])
     # Generator physics losses (shape, energy, hits[, width, projections, centre,
-    # resolution]; see calo.train.recipe); all 0: the paper's recipe
+    # resolution, spread, spectrum]; see calo.train.recipe); all 0: the paper's recipe
     physics_loss_weights: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     # ... compared in this many energy groups of each replica's batch (1: the whole batch)
     physics_energy_groups: int = 1
@@ -369,10 +369,10 @@ class TrainSettings:
                 f"train.validation_fraction must be in (0, 1), got {self.validation_fraction}")
         require(len(self.loss_weights) == 3,
                 f"train.loss_weights needs 3 weights (BCE, AUX, ECAL), got {self.loss_weights}")
-        require(3 <= len(self.physics_loss_weights) <= 7
+        require(3 <= len(self.physics_loss_weights) <= 9
                 and all(weight >= 0 for weight in self.physics_loss_weights),
-                "train.physics_loss_weights needs 3 to 7 non-negative weights (shape, energy, "
-                "hits[, width, projections, centre, resolution]), got "
+                "train.physics_loss_weights needs 3 to 9 non-negative weights (shape, energy, "
+                "hits[, width, projections, centre, resolution, spread, spectrum]), got "
                 f"{self.physics_loss_weights}")
         require(self.physics_energy_groups > 0
                 and self.batch_size % self.physics_energy_groups == 0,

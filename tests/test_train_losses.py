@@ -10,7 +10,7 @@ from calo.config import LatentDistribution, ModelConfig, TrainSettings
 from calo.model.generator import build_generator
 from calo.model.io import NetworkIO
 from calo.train.batch_norm import recalibrate_batch_norm
-from calo.train.recipe import VARIANCE_FLOOR, make_batch, physics_loss
+from calo.train.recipe import SPREAD_FLOOR, VARIANCE_FLOOR, make_batch, physics_loss
 
 THRESHOLD = 3e-4
 
@@ -37,6 +37,7 @@ def test_physics_losses_vanish_for_the_real_showers_and_grow_with_the_mismatch()
     targets = (*batch.physics.as_tuple(), sums)
     same = [float(part) for part in physics_loss(real, targets, THRESHOLD, len(real))]
     assert same[:6] == pytest.approx([0.0] * 6, abs=1e-5)  # resolution: its own test
+    assert same[7:] == pytest.approx([0.0] * 2, abs=1e-5)  # spread and spectrum
 
     hot = [float(part) for part in physics_loss(3 * real, targets, THRESHOLD, len(real))]
     assert hot[1] == pytest.approx(2.0, rel=1e-4)  # every shower 3x its target sum
@@ -122,6 +123,44 @@ def test_the_resolution_loss_compares_the_spread_of_the_responses() -> None:
         targets = (*batch.physics.as_tuple(), target[:, None])
         resolution = float(physics_loss(showers, targets, THRESHOLD, 8)[6])
         assert resolution == pytest.approx(expected, abs=1e-4)
+
+
+def _points(depths) -> np.ndarray:
+    """One 1 GeV cell per shower, on the axis, at the given z layers."""
+    showers = np.zeros((len(depths), 25, 25, 25), np.float32)
+    showers[np.arange(len(depths)), 12, 12, depths] = 1.0
+    return showers
+
+
+def test_the_spread_loss_compares_the_spread_of_per_shower_features() -> None:
+    """Real showers at depths 8 to 14: the z centre spreads, x, y, the widths and hit counts do
+    not. Generated ones all at one depth, or spread twice as far, miss one of the seven
+    features' spread by 100 % (less its floor): 1/7, whatever their mean depth."""
+    rng = np.random.default_rng(3)
+    depths = np.array([8, 10, 12, 14] * 2)
+    real = _points(depths)
+    batch = _batch(real, rng)
+    targets = (*batch.physics.as_tuple(), real.sum(axis=(1, 2, 3))[:, None])
+    for generated_depths in (np.full(8, 11), 11 + 2 * (depths - 11), depths + 3):
+        showers = _points(generated_depths)
+        spread = float(physics_loss(showers, targets, THRESHOLD, 8)[7])
+        real_spread = np.std(depths)
+        error = abs(np.std(generated_depths) - real_spread) / (real_spread + SPREAD_FLOOR)
+        assert spread == pytest.approx(error / 7, abs=1e-4)
+        assert error in (0.0, pytest.approx(1.0, abs=0.01))
+
+
+def test_the_spectrum_loss_sees_a_haze_that_the_hit_count_does_not() -> None:
+    """A haze of cells far below the hit threshold in every empty cell leaves the hit count
+    (but for its soft tail) as it was and fills the lowest spectrum thresholds."""
+    rng = np.random.default_rng(4)
+    real = _points(np.full(4, 12))
+    batch = _batch(real, rng)
+    targets = (*batch.physics.as_tuple(), real.sum(axis=(1, 2, 3))[:, None])
+    hazy = np.where(real > 0, real, THRESHOLD * 10**-1.25).astype(np.float32)  # 1.7e-5 GeV
+    parts = [float(p) for p in physics_loss(hazy, targets, THRESHOLD, 4)]
+    assert parts[8] > 5  # the lowest threshold counts 50x the real showers' cells
+    assert parts[8] > 10 * parts[2]  # the hit count: its soft tail alone
 
 
 def test_the_width_loss_is_the_relative_error_of_the_mean_variance() -> None:

@@ -30,7 +30,13 @@ mean centre of the x, y and z profiles in cells (optional sixth weight), which t
 3 compares and the distances above weigh little when a shower is a fraction of a layer early;
 and the energy resolution (optional seventh weight): the spread of each shower's sum over its
 target, against the real showers' spread (relative), which the energy term's pull of every
-shower to its target does not set. With
+shower to its target does not set; the spread (optional eighth weight) of the per-shower
+centres, widths and log hit counts, against the real ones' (relative): the means above leave a
+generator free to make every shower alike, as deep as the mean shower (which the separation
+power of the z centre sees at once); and the cumulative cell-energy spectrum (optional ninth
+weight): the mean counts of cells above thresholds from 1e-5 to 0.1 GeV (error relative to the
+real count plus one), which sees the haze of tiny cells a ReLU output leaves below the hit
+threshold, where the reference has none. With
 ``physics_energy_groups`` above 1 the generated showers take the real batch's energies, the
 batch is ordered by energy and all but the energy term compare each energy group's means, so
 that a generator whose showers scale wrongly with Ep (narrow and sparse at 100 GeV, wide at
@@ -55,15 +61,21 @@ from calo.model.io import NetworkIO, sample_latent
 from calo.published import sampling_fraction_fit
 
 __all__ = ["GanBatch", "GeneratorLoss", "LOSS_PARTS", "PHYSICS_PARTS", "PhysicsTargets", "Targets",
-           "VARIANCE_FLOOR",
+           "SPREAD_FLOOR", "VARIANCE_FLOOR",
            "activation", "loss_metrics", "make_batch", "physics_loss", "weighted_loss"]
 
 LOSS_PARTS = ("bce", "aux", "ecal")
-PHYSICS_PARTS = ("shape", "energy", "hits", "width", "projections", "centre", "resolution")
+PHYSICS_PARTS = ("shape", "energy", "hits", "width", "projections", "centre", "resolution",
+                 "spread", "spectrum")
 CELL_FLOOR = 1e-6  # GeV
 LIVE_LAYER_SHARE = 1e-3  # a z layer with more of the real energy must not be empty
 VARIANCE_FLOOR = 0.01  # cells squared: a relative width error also where the real width is 0
+SPREAD_FLOOR = 0.01  # cells, or relative hit count: the spread loss's error also at 0 spread
 SOFT_HIT_WIDTH = 0.25  # of the hit threshold: an empty cell counts exp(-4) ~ 2 % of a hit
+# The spectrum loss counts cells above the hit threshold times these: 1e-5 to 0.1 GeV, half
+# decades, from far below the threshold (where a ReLU output leaves a haze of tiny cells that
+# the hit count does not see) to the hottest cells.
+SPECTRUM_STEPS = tuple(10.0 ** (k / 2) for k in range(-3, 7))
 
 
 @dataclass(frozen=True)
@@ -82,15 +94,17 @@ class Targets:
 class PhysicsTargets:
     """Per real shower (the generator step averages them over its batch): normalised xy, xz
     and yz projections (B, 3, 25, 25), from which its profiles follow, soft hit count (B, 1) and
-    sum over the sampling-fraction fit's target at its Ep (B, 1). Each generated shower's target
-    sum is the generator step's ECAL target."""
+    sum over the sampling-fraction fit's target at its Ep (B, 1), and soft counts of the cells
+    above each spectrum threshold (B, len(SPECTRUM_STEPS)). Each generated shower's target sum is
+    the generator step's ECAL target."""
 
     projections: NDArray[np.float32]
     hits: NDArray[np.float32]
     response: NDArray[np.float32]
+    spectrum: NDArray[np.float32]
 
     def as_tuple(self) -> tuple[NDArray[np.float32], ...]:
-        return self.projections, self.hits, self.response
+        return self.projections, self.hits, self.response, self.spectrum
 
 
 @dataclass(frozen=True)
@@ -154,6 +168,7 @@ def make_batch(
             projections=np.asarray(_projections(real_images, np), dtype=np.float32),
             hits=_column(_soft_hits(real_images, hit_threshold, np)),
             response=_column(real_images.sum(axis=(1, 2, 3)) / _target_sum(energy_gev, io)),
+            spectrum=np.asarray(_spectrum(real_images, hit_threshold, np), dtype=np.float32),
         ),
     )
 
@@ -189,6 +204,13 @@ def _soft_hits(images, threshold, xp):
     return xp.sum(1.0 / (1.0 + xp.exp(-(images - threshold) / width)), axis=(1, 2, 3))
 
 
+def _spectrum(images, hit_threshold, xp):
+    """(B, len(SPECTRUM_STEPS)): soft counts of the cells above each spectrum threshold, the
+    cumulative cell-energy spectrum."""
+    return xp.stack([_soft_hits(images, hit_threshold * step, xp) for step in SPECTRUM_STEPS],
+                    axis=1)
+
+
 def _dead_layers(images, real_z_profile, hit_threshold: float):
     """For each z layer that holds real energy but where no generated cell of the batch reaches
     the hit threshold, how far its hottest network output is below it (log scale).
@@ -213,8 +235,16 @@ def _group_means(values, groups: int):
 
 
 def _group_stds(values, groups: int):
-    """(B,) -> (groups,): the standard deviation within each of ``groups`` consecutive slices."""
-    return ops.std(ops.reshape(values, (groups, -1)), axis=1) + 1e-6
+    """(B, ...) -> (groups, ...): the standard deviation within each of ``groups`` consecutive
+    slices."""
+    return ops.std(ops.reshape(values, (groups, -1, *ops.shape(values)[1:])), axis=1) + 1e-6
+
+
+def _shower_features(centre, variance, hits):
+    """(B, 7) per-shower centres and widths along x, y, z in cells and log hit counts: the
+    spread loss's features, those of the separation power that the means alone do not set."""
+    return ops.concatenate([centre, ops.sqrt(variance + VARIANCE_FLOOR),
+                            ops.log1p(hits)[:, None]], axis=1)
 
 
 def _moments(profiles):
@@ -227,14 +257,14 @@ def _moments(profiles):
 
 
 def physics_loss(images, targets, hit_threshold: float, global_batch: int, energy_groups: int = 1):
-    """The (shape, energy, hits, width, projections, centre, resolution) losses of one replica's
-    generated showers (network output before the ReLU), each its share of the global batch's
-    value; ``targets`` are the real showers' projections, soft hit counts and responses (sum
-    over target), and the generated showers' target sums. All but the energy compare the
-    groups' means (or spreads) of ``energy_groups`` consecutive groups (the batch ordered by
-    energy)."""
+    """The (shape, energy, hits, width, projections, centre, resolution, spread, spectrum) losses
+    of one replica's generated showers (network output before the ReLU), each its share of the
+    global batch's value; ``targets`` are the real showers' projections, soft hit counts,
+    responses (sum over target) and cumulative spectra, and the generated showers' target sums.
+    All but the energy compare the groups' means (or spreads) of ``energy_groups`` consecutive
+    groups (the batch ordered by energy)."""
     showers = ops.relu(images)
-    projections, hits, real_response, ecal = targets
+    projections, hits, real_response, real_spectrum, ecal = targets
     profiles = _profiles(projections, ops)
     share = ops.shape(showers)[0] / global_batch
     real_profiles = _group_means(profiles, energy_groups)
@@ -245,11 +275,13 @@ def physics_loss(images, targets, hit_threshold: float, global_batch: int, energ
     shape = shape + _dead_layers(images, ops.mean(profiles, axis=0)[2 * CELLS :], hit_threshold)
     response = ops.sum(showers, axis=(1, 2, 3)) / ops.squeeze(ecal, 1)
     energy = ops.sum(ops.abs(response - 1.0))
-    soft_hits = _group_means(_soft_hits(showers, hit_threshold, ops), energy_groups)
+    shower_hits = _soft_hits(showers, hit_threshold, ops)
+    soft_hits = _group_means(shower_hits, energy_groups)
     multiplicity = ops.mean(ops.abs(soft_hits / _group_means(ops.squeeze(hits, 1), energy_groups)
                                     - 1.0))
-    real_centre, real_variance = (_group_means(m, energy_groups) for m in _moments(profiles))
-    centre, variance = (_group_means(m, energy_groups) for m in _moments(shower_profiles))
+    real_moments, moments = _moments(profiles), _moments(shower_profiles)
+    real_centre, real_variance = (_group_means(m, energy_groups) for m in real_moments)
+    centre, variance = (_group_means(m, energy_groups) for m in moments)
     width = ops.mean(ops.abs(variance - real_variance) / (real_variance + VARIANCE_FLOOR))
     planes = _relative_squared_error(_group_means(shower_projections, energy_groups),
                                      _group_means(projections, energy_groups))
@@ -257,8 +289,16 @@ def physics_loss(images, targets, hit_threshold: float, global_batch: int, energ
     resolution = ops.mean(ops.abs(_group_stds(response, energy_groups)
                                   / _group_stds(ops.squeeze(real_response, 1), energy_groups)
                                   - 1.0))
+    real_spread = _group_stds(_shower_features(*real_moments, ops.squeeze(hits, 1)),
+                              energy_groups)
+    spread = ops.mean(ops.abs(_group_stds(_shower_features(*moments, shower_hits), energy_groups)
+                              - real_spread) / (real_spread + SPREAD_FLOOR))
+    real_counts = _group_means(real_spectrum, energy_groups)
+    counts = _group_means(_spectrum(showers, hit_threshold, ops), energy_groups)
+    spectrum = ops.mean(ops.abs(counts - real_counts) / (real_counts + 1.0))
     return (shape * share, energy / global_batch, multiplicity * share, width * share,
-            planes * share, offset * share, resolution * share)
+            planes * share, offset * share, resolution * share, spread * share,
+            spectrum * share)
 
 
 def weighted_loss(outputs, targets, weights, global_batch: int):
@@ -279,11 +319,11 @@ def weighted_loss(outputs, targets, weights, global_batch: int):
 @dataclass(frozen=True)
 class GeneratorLoss:
     """The generator's objective: the weighted adversarial losses, plus the physics losses
-    when any of their weights is non-zero (then 11 parts are returned instead of 4; a part
+    when any of their weights is non-zero (then 13 parts are returned instead of 4; a part
     without its weight, such as the width of a 3-weight recipe, is only logged)."""
 
     loss_weights: tuple[float, float, float]
-    physics_weights: tuple[float, ...]  # shape, energy, hits[, width, ..., resolution]
+    physics_weights: tuple[float, ...]  # shape, energy, hits[, width, ..., spectrum]
     hit_threshold: float  # network units
     global_batch: int
     energy_groups: int = 1
@@ -304,7 +344,7 @@ class GeneratorLoss:
 
 
 def loss_metrics(prefix: str, losses) -> dict[str, float]:
-    """(total, bce, aux, ecal[, shape, ..., resolution]) -> {"d_loss": ..., ...}."""
+    """(total, bce, aux, ecal[, shape, ..., spectrum]) -> {"d_loss": ..., ...}."""
     total, *parts = (float(loss) for loss in losses)
     names = LOSS_PARTS + PHYSICS_PARTS
     return {f"{prefix}_loss": total, **{f"{prefix}_{n}": v for n, v in zip(names, parts)}}
