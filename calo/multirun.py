@@ -6,8 +6,9 @@ first job, so every job's run becomes its child; after the last job it ends the 
 the parent. :func:`run_sweep_job` runs one job so that bad input ends that job only (one line,
 a FAILED run), not the whole sweep.
 
-A sweep that benchmarks speed (``bench.enabled=true``) refuses launchers that run its jobs at
-the same time on the same cores: each job's numbers would measure the others' load.
+A sweep that times its engines (``bench.enabled`` or ``precision.profile``) refuses launchers
+that run its jobs at the same time on the same cores: each job's numbers would measure the
+others' load.
 """
 
 from __future__ import annotations
@@ -65,15 +66,18 @@ def concurrency_reason(launcher: Mapping[str, Any]) -> str | None:
 
 
 def check_benchmark_launcher(cfg: DictConfig, launcher: Mapping[str, Any]) -> None:
-    """Refuse a benchmarking config under a launcher that runs jobs side by side."""
-    if not OmegaConf.select(cfg, "bench.enabled", default=False):
+    """Refuse a config that times something (a benchmark, an op-by-op profile) under a
+    launcher that runs jobs side by side."""
+    timed = [key for key in ("bench.enabled", "precision.profile")
+             if OmegaConf.select(cfg, key, default=False)]
+    if not timed:
         return
     reason = concurrency_reason(launcher)
     if reason:
         raise CaloError(
-            f"this sweep benchmarks speed (bench.enabled=true) but {reason}: jobs sharing cores "
+            f"this sweep times its engines ({timed[0]}=true) but {reason}: jobs sharing cores "
             "slow each other down and every speed number would be wrong. Use the default "
-            "launcher (one job at a time), or bench.enabled=false for a physics-only sweep")
+            f"launcher (one job at a time), or {timed[0]}=false for a physics-only sweep")
 
 
 def sweep_name(config: DictConfig) -> str:

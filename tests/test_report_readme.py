@@ -18,6 +18,9 @@ from calo.report.__main__ import main as report_main
 from calo.report.markers import MarkerError, read_marked
 from calo.report.results import BLOCKS, marked_pages, update_docs
 
+from .conftest import needs_int8_kernels
+from .test_sweep import sweep
+
 # showers/s at batch 64 of each precision, and of the fp32 rounds that alternate with it
 SPEED = {"fp32": 50.0, "int8_inc": 175.0, "int8_tflite": 190.0}
 FP32_BESIDE = 47.5
@@ -113,6 +116,29 @@ def test_blocks_are_filled_with_the_runs_ids_machine_and_values(
                  f"sqlite:///{store / 'mlflow.db'}"])
     assert page.read_text() == text
     assert "unchanged bench" in capsys.readouterr().out
+
+
+@needs_int8_kernels
+def test_the_op_breakdown_block_is_the_op_breakdown_experiments_table(tmp_path: Path) -> None:
+    """The experiment's own sweep (tiny model, two of its precisions) fills the block: a column
+    per engine with and without rewrites, int8 convolutions only where the engine is int8."""
+    result = sweep(tmp_path, "+experiment=op_breakdown", "n_generated=50",
+                   "precision=fp32,int8_inc")
+    assert result.returncode == 0, result.stderr[-2000:]
+    page = _page(tmp_path / "project", "op-breakdown")
+    summary = update_docs(tmp_path / "project", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert [name for _, name in summary.updated] == ["op-breakdown"]
+    block = read_marked(page).content("op-breakdown")
+    header, _, *lines = [line for line in block.splitlines() if line.startswith("|")]
+    columns = [cell.strip() for cell in header.split("|")[1:-1]]
+    assert columns == ["op type", "fp32", "fp32, no rewrites", "int8_inc",
+                       "int8_inc, no rewrites"]
+    rows = {cells[0]: cells[1:] for cells in
+            ([cell.strip() for cell in line.split("|")[1:-1]] for line in lines)}
+    assert all(float(ms) > 0 for ms in rows["total (wall, ms per batch of 50)"])
+    fp32, _, int8, int8_plain = rows["conv int8"]
+    assert fp32 == "—" and int8.endswith("%)") and int8_plain.endswith("%)")
+    assert rows["conv fp32"][0].endswith("%)")
 
 
 def test_an_empty_store_keeps_every_block_and_names_each_command(

@@ -97,8 +97,10 @@ def test_only_benchmarking_configs_are_refused() -> None:
     joblib = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
               "n_jobs": 2}
     check_benchmark_launcher(OmegaConf.create({"bench": {"enabled": False}}), joblib)
-    with pytest.raises(CaloError, match="benchmarks speed .* jobs sharing cores"):
+    with pytest.raises(CaloError, match="times its engines .* jobs sharing cores"):
         check_benchmark_launcher(OmegaConf.create({"bench": {"enabled": True}}), joblib)
+    with pytest.raises(CaloError, match=r"precision.profile=true.* jobs sharing cores"):
+        check_benchmark_launcher(OmegaConf.create({"precision": {"profile": True}}), joblib)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -160,7 +162,7 @@ def test_speed_sweep_on_a_parallel_launcher_is_refused(tmp_path: Path) -> None:
                    "precision=fp32,int8_inc")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(
-        "error: this sweep benchmarks speed (bench.enabled=true) but hydra/launcher=joblib")
+        "error: this sweep times its engines (bench.enabled=true) but hydra/launcher=joblib")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # refused before any job
 

@@ -21,7 +21,8 @@ from calo.errors import CaloError
 from calo.precision.engine import Engine
 from calo.precision.frozen import GraphEngine
 
-__all__ = ["CATEGORIES", "OpBreakdown", "op_breakdown", "op_category"]
+__all__ = ["CATEGORIES", "OpBreakdown", "WALL_METRIC", "category_metric", "op_breakdown",
+           "op_category"]
 
 CATEGORIES = (
     "conv int8", "conv bf16", "conv fp32", "conv transpose fp32", "matmul", "(de)quantize",
@@ -62,6 +63,14 @@ def op_category(op: str, node_name: str, dtype: str = "float32") -> str:
     return "other"
 
 
+WALL_METRIC = "profile/wall_ms"
+
+
+def category_metric(category: str) -> str:
+    """The MLflow metric of a category's milliseconds: ``profile/conv_int8_ms``."""
+    return f"profile/{re.sub(r'[^a-z0-9]+', '_', category.lower()).strip('_')}_ms"
+
+
 @dataclass(frozen=True)
 class OpBreakdown:
     """Milliseconds per category for one batch; ``wall_ms`` is the untraced time of a batch."""
@@ -85,9 +94,8 @@ class OpBreakdown:
 
     def metrics(self) -> dict[str, float]:
         """``profile/<category>_ms`` and ``profile/wall_ms``, names MLflow accepts."""
-        metrics = {f"profile/{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}_ms": ms
-                   for name, ms in self.milliseconds.items()}
-        return {**metrics, "profile/wall_ms": self.wall_ms}
+        metrics = {category_metric(name): ms for name, ms in self.milliseconds.items()}
+        return {**metrics, WALL_METRIC: self.wall_ms}
 
     def markdown(self) -> str:
         lines = [f"{self.backend}, batch {self.batch_size}, {self.threads} threads: "

@@ -204,6 +204,40 @@ def threads_streams(store: RunStore) -> BlockResult | None:
     return BlockResult("\n\n".join([provenance(_run_list(parent, members)), *tables]), images)
 
 
+def _profile_label(run: ReportRun) -> str:
+    rewritten = run.record.params.get("precision.rewrite", "True") == "True"
+    return run.precision if rewritten else f"{run.precision}, no rewrites"
+
+
+def op_breakdown(store: RunStore) -> BlockResult | None:
+    """The paper's Table 2, where each TensorFlow engine's time goes, from the latest
+    op_breakdown sweep: ms per batch and share of the traced time, per op type."""
+    from calo.precision.profile import CATEGORIES, WALL_METRIC, category_metric
+
+    found = _sweep_runs(store, "op_breakdown")
+    if found is None:
+        return None
+    parent, runs = found
+    profiled = sorted((run for run in runs if run.metric(WALL_METRIC) is not None),
+                      key=lambda run: (run.precision != "fp32", _profile_label(run)))
+    if not profiled:
+        return None
+    batch = profiled[0].record.params.get("batch_size", "?")
+    rows = [{"op type": f"total (wall, ms per batch of {batch})",
+             **{_profile_label(run): number(run.metric(WALL_METRIC)) for run in profiled}}]
+    traced = {run.record.run_id: sum(run.metric(category_metric(c)) or 0.0 for c in CATEGORIES)
+              or 1.0 for run in profiled}
+    for category in CATEGORIES:
+        cells = {_profile_label(run): run.metric(category_metric(category)) for run in profiled}
+        if not any(cells.values()):
+            continue
+        rows.append({"op type": category, **{
+            _profile_label(run): DASH if not ms else
+            f"{number(ms)} ({ms / traced[run.record.run_id]:.0%})"
+            for run, ms in zip(profiled, cells.values())}})
+    return BlockResult(f"{provenance(_run_list(parent, profiled))}\n\n{markdown_table(rows)}")
+
+
 def _suite_rows(store: RunStore, parent: RunRecord) -> tuple[list[dict[str, Any]],
                                                               list[tuple[str, RunRecord]]]:
     """A ``make bench`` summary's table rows (as it printed them) and its runs."""
@@ -300,6 +334,7 @@ BLOCKS: tuple[ResultBlock, ...] = (
     ResultBlock("paper-table1", "python -m calo.run +experiment=paper_tables", paper_table1),
     ResultBlock("threads-streams", "python -m calo.run +experiment=threads_streams",
                 threads_streams),
+    ResultBlock("op-breakdown", "python -m calo.run +experiment=op_breakdown", op_breakdown),
     ResultBlock("bench", "make bench", bench_suite),
     ResultBlock("table1-isa", "python -m calo.bench hw=cascadelake [hw.max_isa=null] "
                 "tracking.experiment=table1-isa", table1_isa),
