@@ -82,8 +82,10 @@ def test_blocks_are_filled_with_the_runs_ids_machine_and_values(
                          skipped={"bf16_inc": "no bf16 under the cap"})
     uncapped = suite_store("hw=cascadelake", "hw.max_isa=null",
                            "tracking.experiment=table1-isa")
+    plain = suite_store("tracking.experiment=rewrites", "precision.rewrite=false")
+    rewritten = suite_store("tracking.experiment=rewrites")
     root = tmp_path / "project"
-    page = _page(root, "bench", "table1-isa", "search")
+    page = _page(root, "bench", "table1-isa", "rewrites", "search")
     (root / "docs" / "other.md").write_text("<!-- results:bench -->\n<!-- /results:bench -->\n")
 
     report_main(["--readme", "--root", str(root), "--tracking-uri",
@@ -102,8 +104,13 @@ def test_blocks_are_filled_with_the_runs_ids_machine_and_values(
     # Table 1 both ways: int8_tflite 190 / 47.5 = 4 capped and uncapped; bf16_inc skipped
     row = [cell.strip() for cell in next(line for line in isa_block.splitlines()
                                          if line.startswith("| int8_tflite")).split("|")[1:-1]]
-    assert row == ["int8_tflite", "190", "4", "190", "4", "2"]
+    assert row == ["int8_tflite", "190", "4", "190", "4", "2", "2", "—", "—"]  # no probe here
     assert "bf16_inc, capped: skipped: no bf16 under the cap" in isa_block
+    # the rewrites both ways: each suite's runs under its own label
+    rewrites_block = marked.content("rewrites")
+    assert "rewrites: showers/s" in rewrites_block and "no rewrites: vs fp32" in rewrites_block
+    for way, rows in (("rewrites", rewritten), ("no rewrites", plain)):
+        assert all(f"{way} {row.precision} `{row.run_id[:8]}`" in rewrites_block for row in rows)
     # no search in the store: its block is kept, and the command that makes one is named
     assert marked.content("search") == "\nold content of search\n"
     assert "kept search as it is" in printed and "python -m calo.search" in printed

@@ -235,7 +235,8 @@ def op_breakdown(store: RunStore) -> BlockResult | None:
             _profile_label(run): DASH if not ms else
             f"{number(ms)} ({ms / traced[run.record.run_id]:.0%})"
             for run, ms in zip(profiled, cells.values())}})
-    return BlockResult(f"{provenance(_run_list(parent, profiled))}\n\n{markdown_table(rows)}")
+    runs_named = [("sweep", parent), *((_profile_label(run), run.record) for run in profiled)]
+    return BlockResult(f"{provenance(runs_named)}\n\n{markdown_table(rows)}")
 
 
 def _suite_rows(store: RunStore, parent: RunRecord) -> tuple[list[dict[str, Any]],
@@ -263,6 +264,10 @@ def _capped(record: RunRecord) -> bool:
     return record.params.get("hw/max_isa", "none") != "none"
 
 
+def _rewritten(record: RunRecord) -> bool:
+    return record.params.get("precision.rewrite", "True") == "True"
+
+
 def _speed(row: Mapping[str, Any] | None) -> tuple[str, str]:
     if row is None:
         return DASH, DASH
@@ -273,17 +278,19 @@ def _speed(row: Mapping[str, Any] | None) -> tuple[str, str]:
                                               else number(speedup))
 
 
-def table1_isa(store: RunStore) -> BlockResult | None:
-    """Table 1 both ways: the latest ``hw=cascadelake`` suites of experiment table1-isa with
-    oneDNN capped (hw.max_isa) and uncapped, side by side."""
-    summaries = store.finished("table1-isa", {"bench_role": "summary"})
-    capped = next((r for r in summaries if _capped(r)), None)
-    uncapped = next((r for r in summaries if not _capped(r)), None)
-    if capped is None and uncapped is None:
+def _two_suites(store: RunStore, experiment: str, first: str, second: str,
+                is_first: Callable[[RunRecord], bool]) -> BlockResult | None:
+    """The latest two ``make bench`` suites of ``experiment``, one of each way (``first`` where
+    ``is_first``), side by side: showers/s and speed-up at batch 64, size and pixel-wise
+    difference to fp32, per precision."""
+    summaries = store.finished(experiment, {"bench_role": "summary"})
+    parents = {first: next((r for r in summaries if is_first(r)), None),
+               second: next((r for r in summaries if not is_first(r)), None)}
+    if not any(parents.values()):
         return None
     tables: dict[str, dict[str, Mapping[str, Any]]] = {}
     runs: list[tuple[str, RunRecord]] = []
-    for way, parent in (("capped", capped), ("uncapped", uncapped)):
+    for way, parent in parents.items():
         if parent is None:
             continue
         rows, suite_runs = _suite_rows(store, parent)
@@ -292,18 +299,31 @@ def table1_isa(store: RunStore) -> BlockResult | None:
     precisions = list(dict.fromkeys(p for rows in tables.values() for p in rows))
     lines = []
     for precision in precisions:
-        capped_speed = _speed(tables.get("capped", {}).get(precision))
-        uncapped_speed = _speed(tables.get("uncapped", {}).get(precision))
-        sizes = [row.get("size MB") for rows in tables.values()
-                 if (row := rows.get(precision)) and row.get("size MB") is not None]
-        lines.append([precision, *capped_speed, *uncapped_speed,
-                      number(sizes[0]) if sizes else DASH])
+        rows = [tables.get(way, {}).get(precision) for way in (first, second)]
+        speeds = [cell for row in rows for cell in _speed(row)]
+        sizes, pixels = ([number(row.get(key)) if row and row.get(key) is not None else DASH
+                          for row in rows] for key in ("size MB", "pixel-wise"))
+        lines.append([precision, *speeds, *sizes, *pixels])
     notes = [f"- {precision}, {way}: {row['note']}" for way, rows in tables.items()
              for precision, row in rows.items()
              if row.get("note", "").startswith(("skipped", "failed"))]
-    table = grid_table(["precision", "capped: showers/s", "capped: vs fp32",
-                        "uncapped: showers/s", "uncapped: vs fp32", "size MB"], lines)
+    table = grid_table(["precision", f"{first}: showers/s", f"{first}: vs fp32",
+                        f"{second}: showers/s", f"{second}: vs fp32", f"{first}: size MB",
+                        f"{second}: size MB", f"{first}: pixel-wise", f"{second}: pixel-wise"],
+                       lines)
     return BlockResult("\n\n".join([provenance(runs), table, "\n".join(notes)]).rstrip())
+
+
+def table1_isa(store: RunStore) -> BlockResult | None:
+    """Table 1 both ways: the latest ``hw=cascadelake`` suites of experiment table1-isa with
+    oneDNN capped (hw.max_isa) and uncapped, side by side."""
+    return _two_suites(store, "table1-isa", "capped", "uncapped", _capped)
+
+
+def rewrites(store: RunStore) -> BlockResult | None:
+    """The exact inference rewrites' worth: the latest suites of experiment rewrites with
+    ``precision.rewrite`` true and false, side by side."""
+    return _two_suites(store, "rewrites", "rewrites", "no rewrites", _rewritten)
 
 
 def search_front(store: RunStore) -> BlockResult | None:
@@ -338,6 +358,8 @@ BLOCKS: tuple[ResultBlock, ...] = (
     ResultBlock("bench", "make bench", bench_suite),
     ResultBlock("table1-isa", "python -m calo.bench hw=cascadelake [hw.max_isa=null] "
                 "tracking.experiment=table1-isa", table1_isa),
+    ResultBlock("rewrites", "python -m calo.bench tracking.experiment=rewrites "
+                "[precision.rewrite=false]", rewrites),
     ResultBlock("search", "python -m calo.search", search_front),
 )
 
