@@ -117,7 +117,7 @@ def test_a_sweep_is_named_after_its_experiment() -> None:
 
 
 def test_experiment_set_is_the_papers_study() -> None:
-    assert EXPERIMENTS == ["paper_tables", "shower_shapes", "threads_streams"]
+    assert EXPERIMENTS == ["op_breakdown", "paper_tables", "shower_shapes", "threads_streams"]
     tables = compose_with_hydra("+experiment=paper_tables")
     assert tables.bench.enabled and tables.hydra.sweeper.params.precision == (
         "fp32,int8_inc,fp16_tflite,int8_tflite")
