@@ -157,7 +157,8 @@ def _targets_stage(result, tracker: Tracker) -> None:
 
     checks = generator_targets(result)
     tracker.log_metrics({"targets/met": sum(check.met for check in checks),
-                         "targets/count": len(checks)})
+                         "targets/count": len(checks),
+                         **{f"targets/{check.key}": check.generated for check in checks}})
     tracker.log_text(targets_table(checks), "physics/targets.md")
     missed = [check.measure for check in checks if not check.met]
     log.info("physics targets: %d of %d met%s", len(checks) - len(missed), len(checks),

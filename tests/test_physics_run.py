@@ -39,6 +39,7 @@ def test_a_run_logs_the_physics_metrics_figures_and_table(compose_run, store: Pa
     assert table.count("\n") == 4 and "| fp32 |" in table
     targets = Path(client.download_artifacts(run_id, "physics/targets.md")).read_text()
     assert f"{metrics['targets/met']:.0f} of 10 targets met" in targets and "| SVN" in targets
+    assert metrics["targets/svn"] == metrics["physics/engine/svn"]  # each target's own value
 
 
 def test_a_quantized_engine_gets_an_fp32_twin_on_the_same_inputs(compose_run) -> None:

@@ -24,6 +24,9 @@ LAYER_RATIO = (0.5, 2.0)  # ... receive between these multiples of it
 
 @dataclass(frozen=True)
 class TargetCheck:
+    """One target: ``key`` names its MLflow metric (``targets/<key>``, the generated value)."""
+
+    key: str
     measure: str
     reference: float
     generated: float
@@ -31,13 +34,15 @@ class TargetCheck:
     met: bool
 
 
-def _relative(name: str, reference: float, generated: float, bound: float) -> TargetCheck:
-    return TargetCheck(name, reference, generated, f"within {bound:.0%}",
+def _relative(key: str, name: str, reference: float, generated: float,
+              bound: float) -> TargetCheck:
+    return TargetCheck(key, name, reference, generated, f"within {bound:.0%}",
                        bool(abs(generated / reference - 1) <= bound))
 
 
-def _absolute(name: str, reference: float, generated: float, bound: float) -> TargetCheck:
-    return TargetCheck(name, reference, generated, f"within {bound:g}",
+def _absolute(key: str, name: str, reference: float, generated: float,
+              bound: float) -> TargetCheck:
+    return TargetCheck(key, name, reference, generated, f"within {bound:g}",
                        bool(abs(generated - reference) <= bound))
 
 
@@ -54,9 +59,10 @@ def _worst_resolution(reference: SampleSummary, generated: SampleSummary) -> Tar
         ratios = _resolution(generated) / _resolution(reference)
     name = "energy resolution, worst bin (generated / reference)"
     if not np.isfinite(ratios).any():  # no bin holds two showers of both samples
-        return TargetCheck(name, 1.0, float("nan"), "within 50%", False)
+        return TargetCheck("resolution_worst", name, 1.0, float("nan"), "within 50%", False)
     worst = float(ratios[int(np.nanargmax(np.abs(ratios - 1)))])
-    return TargetCheck(name, 1.0, worst, "within 50%", bool(abs(worst - 1) <= 0.5))
+    return TargetCheck("resolution_worst", name, 1.0, worst, "within 50%",
+                       bool(abs(worst - 1) <= 0.5))
 
 
 def _worst_layer(reference: SampleSummary, generated: SampleSummary) -> TargetCheck:
@@ -68,7 +74,8 @@ def _worst_layer(reference: SampleSummary, generated: SampleSummary) -> TargetCh
     ratios = generated_z[lit] / reference_z[lit]
     worst = ratios[int(np.argmax(np.abs(np.log(np.maximum(ratios, 1e-12)))))]
     low, high = LAYER_RATIO
-    return TargetCheck(f"z layer energy, worst of {int(lit.sum())} (generated / reference)", 1.0,
+    return TargetCheck("z_layer_worst",
+                       f"z layer energy, worst of {int(lit.sum())} (generated / reference)", 1.0,
                        float(worst), f"{low:g}x to {high:g}x", bool(low <= worst <= high))
 
 
@@ -78,18 +85,19 @@ def generator_targets(result: ValidationResult, sample: str = "engine") -> list[
     comparison = result.comparisons[sample]
     ref, gen = reference.shapes, generated.shapes
     return [
-        _absolute("y mean (cells)", ref["y"].mean, gen["y"].mean, 0.15),
-        _relative("y std (cells)", ref["y"].std, gen["y"].std, 0.10),
-        _absolute("z mean (layers)", ref["z"].mean, gen["z"].mean, 0.3),
-        _relative("z std (layers)", ref["z"].std, gen["z"].std, 0.10),
-        _relative("hit cells per shower", reference.hits_mean, generated.hits_mean, 0.30),
+        _absolute("y_mean", "y mean (cells)", ref["y"].mean, gen["y"].mean, 0.15),
+        _relative("y_std", "y std (cells)", ref["y"].std, gen["y"].std, 0.10),
+        _absolute("z_mean", "z mean (layers)", ref["z"].mean, gen["z"].mean, 0.3),
+        _relative("z_std", "z std (layers)", ref["z"].std, gen["z"].std, 0.10),
+        _relative("hits", "hit cells per shower", reference.hits_mean, generated.hits_mean, 0.30),
         _worst_resolution(reference, generated),
         _worst_layer(reference, generated),
-        TargetCheck("SVN", 0.0, comparison.svn.value, "at most 0.1",
+        TargetCheck("svn", "SVN", 0.0, comparison.svn.value, "at most 0.1",
                     bool(comparison.svn.value <= 0.1)),
-        TargetCheck("mean separation power", 0.0, comparison.separation.mean, "at most 0.25",
+        TargetCheck("separation_mean", "mean separation power", 0.0,
+                    comparison.separation.mean, "at most 0.25",
                     bool(comparison.separation.mean <= 0.25)),
-        TargetCheck("corr(ECAL, Ep)", reference.ecal_ep_correlation,
+        TargetCheck("ecal_ep_corr", "corr(ECAL, Ep)", reference.ecal_ep_correlation,
                     generated.ecal_ep_correlation, "at least 0.95",
                     bool(generated.ecal_ep_correlation >= 0.95)),
     ]

@@ -11,7 +11,7 @@ from calo.config import LatentDistribution, PhysicsConfig
 from calo.data.showers import Showers
 from calo.model.io import NetworkIO, sample_latent
 from calo.physics import ValidationResult, measure_reference, validate
-from calo.physics.targets import TargetCheck, generator_targets
+from calo.physics.targets import generator_targets
 
 __all__ = ["Validator"]
 
@@ -20,10 +20,6 @@ def _is_scored(key: str) -> bool:
     """Table-3 moments (x/y/z mean and std) and the sampling fraction of each energy bin."""
     moment = key[0] in "xyz" and key[1:] in ("_mean", "_std")
     return moment or (key.startswith("sf_") and key[3].isdigit())
-
-
-def _resolution_check(targets: list[TargetCheck]) -> TargetCheck:
-    return next(check for check in targets if check.measure.startswith("energy resolution"))
 
 
 class Validator:
@@ -65,6 +61,7 @@ class Validator:
                    "val/svn": comparison.svn.value,
                    "val/analysis_metric": comparison.analysis.value,
                    "val/separation_mean": comparison.separation.mean,
-                   "val/resolution_worst": _resolution_check(targets).generated,
+                   "val/resolution_worst": next(check.generated for check in targets
+                                                if check.key == "resolution_worst"),
                    "val/targets_met": float(sum(check.met for check in targets))}
         return (score if np.isfinite(score) else float("inf")), metrics, result
