@@ -16,6 +16,7 @@ import pytest
 
 from calo.errors import CaloError
 from calo.hw import Machine, detect_machine
+from calo.model.bf16 import BF16_ROUNDING_BOUND
 from calo.train.checkpoint import latest_checkpoint
 from calo.train.loop import BEST_GENERATOR, train
 
@@ -149,7 +150,7 @@ def test_bf16_kernels_that_compute_another_network_are_refused(compose_train,
     with mixed_precision.dtype_policy(TrainPrecision.bf16):
         generator = build_generator(model, "linear")
     disagreement = mixed_precision.bf16_disagreement(generator, model)
-    assert 0 < disagreement < mixed_precision.BF16_TOLERANCE
+    assert 0 < disagreement < BF16_ROUNDING_BOUND
     monkeypatch.setattr(mixed_precision, "bf16_disagreement", lambda *args: 0.97)
     with pytest.raises(CaloError, match="97% away from float32"):
         train(compose_train("train.max_steps=1", "tracking=off", "train.precision=bf16"))

@@ -23,10 +23,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from calo.config import Backend, LatentDistribution, PrecisionConfig
 from calo.errors import CaloError
+from calo.model.bf16 import BF16_ROUNDING_BOUND, relative_difference
 from calo.model.io import NetworkIO
 from calo.precision.engine import Engine, NodeInfo, folder_size, read_engine_file
 
@@ -69,27 +68,23 @@ def build_engine(generator, io: NetworkIO, cfg: PrecisionConfig, batch_size: int
         kind = "int8" if cfg.backend is Backend.int8_tflite else "fp16"
         engine = build_tflite_engine(graph, io, kind, batch_size or cfg.fixed_batch_size,
                                      calibration)
-    if cfg.backend in ROUNDING_ONLY:
+    if cfg.backend in BF16_BACKENDS:
         if calibration is None:  # bf16_ov does not calibrate
             calibration = calibration_inputs(io, cfg, latent_distribution)
         _require_rounding_only(engine, generator, calibration, cfg.backend)
     return engine
 
 
-# The bf16 engines' difference to fp32 is rounding (0.25 % pixel-wise on the full generator);
-# beyond these the kernels compute another network. Seen on AMX: oneDNN's bf16 8x8 convolution
-# of 8 or 12 input channels is off by 100 % of its scale, in TensorFlow and OpenVINO alike.
-ROUNDING_ONLY = {Backend.bf16_inc: 0.05, Backend.bf16_ov: 0.05}
+BF16_BACKENDS = (Backend.bf16_inc, Backend.bf16_ov)  # checked to differ by rounding only
 FAITHFULNESS_INPUTS = 8
 
 
 def _require_rounding_only(engine: Engine, generator, inputs, backend: Backend) -> None:
     """A one-line error when the engine's showers differ from the Keras generator's by more
-    than rounding can (mean |difference| over mean |fp32| cell, a few calibration inputs)."""
+    than bf16 rounding can (:mod:`calo.model.bf16`, on a few calibration inputs)."""
     inputs = inputs[:FAITHFULNESS_INPUTS]
-    exact = np.asarray(generator(inputs, training=False), dtype=np.float32)
-    error = float(np.abs(engine.predict(inputs) - exact).mean() / np.abs(exact).mean())
-    if error > ROUNDING_ONLY[backend]:
+    error = relative_difference(generator(inputs, training=False), engine.predict(inputs))
+    if error > BF16_ROUNDING_BOUND:
         raise CaloError(
             f"precision={backend.value}: this machine's kernels compute the generator "
             f"{error:.0%} away from fp32, far beyond bf16 rounding (under 1 %), so its showers "

@@ -2,11 +2,9 @@
 generator at all.
 
 Keras' ``mixed_bfloat16`` hands the convolutions to the backend's bf16 kernels, and those can be
-wrong, not just rounded: on a CPU with AMX, TensorFlow 2.21's oneDNN bf16 Conv2D with an 8x8
-kernel and 8 or 12 input channels returns outputs off by 100 % of their scale, while 4, 16 or
-more input channels agree with float32 to 0.4 %. A training on such kernels would run for hours
-on garbage, so before it starts, the generator in bf16 is compared once with a float32 copy of
-the same weights.
+wrong, not just rounded (:mod:`calo.model.bf16`: 8 or 12 input channels fail, 4 and 16 or more
+do not). A training on such kernels would run for hours on garbage, so before it starts, the
+generator in bf16 is compared once with a float32 copy of the same weights.
 """
 
 from __future__ import annotations
@@ -19,11 +17,10 @@ import numpy as np
 
 from calo.config import ModelConfig, TrainPrecision
 from calo.errors import CaloError
+from calo.model.bf16 import BF16_ROUNDING_BOUND, relative_difference
 from calo.model.generator import build_generator
 
-__all__ = ["BF16_TOLERANCE", "bf16_disagreement", "dtype_policy", "require_faithful_bf16"]
-
-BF16_TOLERANCE = 0.05  # of the output's largest value; bf16 rounding alone gives about 0.005
+__all__ = ["bf16_disagreement", "dtype_policy", "require_faithful_bf16"]
 
 
 @contextmanager
@@ -40,22 +37,21 @@ def dtype_policy(precision: TrainPrecision) -> Iterator[None]:
 
 
 def bf16_disagreement(generator: keras.Model, model: ModelConfig, samples: int = 4) -> float:
-    """The largest difference between ``generator`` (built under mixed_bfloat16, linear output)
-    and a float32 copy of its weights, relative to the float32 output's largest value."""
+    """How far ``generator`` (built under mixed_bfloat16, linear output) computes from a
+    float32 copy of its weights (:func:`calo.model.bf16.relative_difference`)."""
     with dtype_policy(TrainPrecision.fp32):
         reference = build_generator(model, "linear")
     reference.set_weights(generator.get_weights())
     network_input = np.random.default_rng(0).normal(
         size=(samples, generator.input_shape[-1])).astype(np.float32)
-    exact = np.asarray(reference(network_input, training=False), dtype=np.float32)
-    bf16 = np.asarray(generator(network_input, training=False), dtype=np.float32)
-    return float(np.abs(bf16 - exact).max() / max(np.abs(exact).max(), 1e-30))
+    return relative_difference(reference(network_input, training=False),
+                               generator(network_input, training=False))
 
 
 def require_faithful_bf16(generator: keras.Model, model: ModelConfig) -> None:
     """A one-line error when the bf16 kernels compute a different network than float32."""
     disagreement = bf16_disagreement(generator, model)
-    if disagreement > BF16_TOLERANCE:
+    if disagreement > BF16_ROUNDING_BOUND:
         raise CaloError(
             f"train.precision=bf16: this machine's bf16 kernels compute the {model.name} "
             f"generator {disagreement:.0%} away from float32 (rounding alone gives about 0.5 %; "
