@@ -276,3 +276,29 @@ def test_training_without_mlflow_is_published_into_the_registry(compose_train, s
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/val_score")] == [0]
     with pytest.raises(CaloError, match="no history.jsonl"):
         publish(tmp_path, TINY_TRAIN)
+
+
+def test_averaged_checkpoints_hold_the_mean_of_their_networks(compose_train, trained: Path,
+                                                              tmp_path: Path) -> None:
+    from calo.model.generator import build_generator
+    from calo.train.average import average_checkpoints
+
+    train(compose_train("train.max_steps=6", "tracking=off", "train.resume=true"))
+    checkpoints = sorted(trained.glob("step-*.ckpt.npz"))
+    assert [path.name[:13] for path in checkpoints] == ["step-00000003", "step-00000006"]
+    out = average_checkpoints(tmp_path / "mean", checkpoints, [*TINY_TRAIN])
+    generator = build_generator(TINY_MODEL)
+    generator.load_weights(out / "generator.weights.h5")
+    stored = [checkpoint_arrays(path) for path in checkpoints]
+    keys = sorted(key for key in stored[0] if key.startswith("generator/")
+                  and np.issubdtype(stored[0][key].dtype, np.floating))
+    averaged = [np.asarray(v) for v in generator.variables
+                if np.issubdtype(np.dtype(v.dtype), np.floating)]
+    assert len(averaged) == len(keys)
+    assert any(not np.allclose(stored[0][key], stored[1][key]) for key in keys)  # they trained
+    for key, value in zip(keys, averaged):
+        expected = (stored[0][key] + stored[1][key]) / 2
+        np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-7, err_msg=key)
+    assert (out / "discriminator.weights.h5").exists()
+    with pytest.raises(CaloError, match="at least two checkpoints"):
+        average_checkpoints(tmp_path / "one", checkpoints[:1], [*TINY_TRAIN])
