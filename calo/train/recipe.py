@@ -76,6 +76,7 @@ SOFT_HIT_WIDTH = 0.25  # of the hit threshold: an empty cell counts exp(-4) ~ 2 
 # decades, from far below the threshold (where a ReLU output leaves a haze of tiny cells that
 # the hit count does not see) to the hottest cells.
 SPECTRUM_STEPS = tuple(10.0 ** (k / 2) for k in range(-3, 7))
+HIT_STEP = SPECTRUM_STEPS.index(1.0)  # the spectrum's count at the hit threshold: the hit count
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ def make_batch(
     flip_generator = rng.uniform(size=size) < settings.label_flip
     real_images = np.where(ecal_gev < CELL_FLOOR, 0.0, ecal_gev * io.cell_scale).astype(np.float32)
     hit_threshold = np.float32(hit_threshold_gev * io.cell_scale)
+    spectrum = np.asarray(_spectrum(real_images, hit_threshold, np), dtype=np.float32)
     return GanBatch(
         real_images=real_images,
         real=Targets(
@@ -166,9 +168,9 @@ def make_batch(
         ),
         physics=PhysicsTargets(
             projections=np.asarray(_projections(real_images, np), dtype=np.float32),
-            hits=_column(_soft_hits(real_images, hit_threshold, np)),
+            hits=_column(spectrum[:, HIT_STEP]),
             response=_column(real_images.sum(axis=(1, 2, 3)) / _target_sum(energy_gev, io)),
-            spectrum=np.asarray(_spectrum(real_images, hit_threshold, np), dtype=np.float32),
+            spectrum=spectrum,
         ),
     )
 
@@ -275,7 +277,8 @@ def physics_loss(images, targets, hit_threshold: float, global_batch: int, energ
     shape = shape + _dead_layers(images, ops.mean(profiles, axis=0)[2 * CELLS :], hit_threshold)
     response = ops.sum(showers, axis=(1, 2, 3)) / ops.squeeze(ecal, 1)
     energy = ops.sum(ops.abs(response - 1.0))
-    shower_hits = _soft_hits(showers, hit_threshold, ops)
+    shower_spectrum = _spectrum(showers, hit_threshold, ops)
+    shower_hits = shower_spectrum[:, HIT_STEP]
     soft_hits = _group_means(shower_hits, energy_groups)
     multiplicity = ops.mean(ops.abs(soft_hits / _group_means(ops.squeeze(hits, 1), energy_groups)
                                     - 1.0))
@@ -294,7 +297,7 @@ def physics_loss(images, targets, hit_threshold: float, global_batch: int, energ
     spread = ops.mean(ops.abs(_group_stds(_shower_features(*moments, shower_hits), energy_groups)
                               - real_spread) / (real_spread + SPREAD_FLOOR))
     real_counts = _group_means(real_spectrum, energy_groups)
-    counts = _group_means(_spectrum(showers, hit_threshold, ops), energy_groups)
+    counts = _group_means(shower_spectrum, energy_groups)
     spectrum = ops.mean(ops.abs(counts - real_counts) / (real_counts + 1.0))
     return (shape * share, energy / global_batch, multiplicity * share, width * share,
             planes * share, offset * share, resolution * share, spread * share,
