@@ -68,14 +68,13 @@ def build_engine(generator, io: NetworkIO, cfg: PrecisionConfig, batch_size: int
         kind = "int8" if cfg.backend is Backend.int8_tflite else "fp16"
         engine = build_tflite_engine(graph, io, kind, batch_size or cfg.fixed_batch_size,
                                      calibration)
-    if cfg.backend in BF16_BACKENDS:
+    if cfg.backend.value in BF16_INSTEAD:  # a bf16 engine: checked to differ by rounding only
         if calibration is None:  # bf16_ov does not calibrate
             calibration = calibration_inputs(io, cfg, latent_distribution)
         _require_rounding_only(engine, generator, calibration, cfg.backend)
     return engine
 
 
-BF16_BACKENDS = (Backend.bf16_inc, Backend.bf16_ov)  # checked to differ by rounding only
 FAITHFULNESS_INPUTS = 8
 
 
