@@ -205,8 +205,7 @@ def threads_streams(store: RunStore) -> BlockResult | None:
 
 
 def _profile_label(run: ReportRun) -> str:
-    rewritten = run.record.params.get("precision.rewrite", "True") == "True"
-    return run.precision if rewritten else f"{run.precision}, no rewrites"
+    return run.precision if _rewritten(run.record) else f"{run.precision}, no rewrites"
 
 
 def op_breakdown(store: RunStore) -> BlockResult | None:
@@ -222,20 +221,19 @@ def op_breakdown(store: RunStore) -> BlockResult | None:
                       key=lambda run: (run.precision != "fp32", _profile_label(run)))
     if not profiled:
         return None
+    labels = [_profile_label(run) for run in profiled]
+    milliseconds = {category: [run.metric(category_metric(category)) for run in profiled]
+                    for category in CATEGORIES}
+    traced = [sum(ms or 0.0 for ms in column) or 1.0
+              for column in zip(*milliseconds.values())]
     batch = profiled[0].record.params.get("batch_size", "?")
     rows = [{"op type": f"total (wall, ms per batch of {batch})",
-             **{_profile_label(run): number(run.metric(WALL_METRIC)) for run in profiled}}]
-    traced = {run.record.run_id: sum(run.metric(category_metric(c)) or 0.0 for c in CATEGORIES)
-              or 1.0 for run in profiled}
-    for category in CATEGORIES:
-        cells = {_profile_label(run): run.metric(category_metric(category)) for run in profiled}
-        if not any(cells.values()):
-            continue
-        rows.append({"op type": category, **{
-            _profile_label(run): DASH if not ms else
-            f"{number(ms)} ({ms / traced[run.record.run_id]:.0%})"
-            for run, ms in zip(profiled, cells.values())}})
-    runs_named = [("sweep", parent), *((_profile_label(run), run.record) for run in profiled)]
+             **{label: number(run.metric(WALL_METRIC)) for label, run in zip(labels, profiled)}}]
+    rows += [{"op type": category,
+              **{label: DASH if not ms else f"{number(ms)} ({ms / total:.0%})"
+                 for label, ms, total in zip(labels, values, traced)}}
+             for category, values in milliseconds.items() if any(values)]
+    runs_named = [("sweep", parent), *((label, run.record) for label, run in zip(labels, profiled))]
     return BlockResult(f"{provenance(runs_named)}\n\n{markdown_table(rows)}")
 
 
