@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from calo.errors import CaloError, one_line
 
 __all__ = [
+    "ActivationScheme",
     "Backend",
     "BenchConfig",
     "DataConfig",
@@ -103,6 +104,16 @@ class Backend(StrEnum):
     int8_ov = "int8_ov"
 
 
+class ActivationScheme(StrEnum):
+    """How int8_ov quantizes activations (weights are always symmetric, per channel): NNCF's
+    ``performance`` preset (symmetric) or its ``mixed`` one (asymmetric: a zero point puts all
+    256 levels between each tensor's minimum and maximum, where LeakyReLU's small negative side
+    wastes half of a symmetric range)."""
+
+    symmetric = "symmetric"
+    asymmetric = "asymmetric"
+
+
 @dataclass
 class PrecisionConfig:
     """How the fp32 generator is turned into an inference engine."""
@@ -113,6 +124,7 @@ class PrecisionConfig:
     calibration_energy: list[float] = field(default_factory=lambda: [100.0, 500.0])  # GeV
     calibration_seed: int = 0
     keep_fp32: list[str] = field(default_factory=list)  # int8_inc, int8_ov: names or regexes
+    activations: ActivationScheme = ActivationScheme.symmetric  # int8_ov only
     fixed_batch_size: int = 64  # TFLite engines run this batch size only
     rewrite: bool = True  # fold BatchNorm and rewrite Conv2DTranspose first (calo.precision)
     profile: bool = False  # log the engine's per-op-type time breakdown (TF graph engines)
@@ -130,6 +142,12 @@ class PrecisionConfig:
         require(
             self.fixed_batch_size > 0,
             f"precision.fixed_batch_size must be positive, got {self.fixed_batch_size}",
+        )
+        self.backend, self.activations = Backend(self.backend), ActivationScheme(self.activations)
+        require(
+            self.activations is ActivationScheme.symmetric or self.backend is Backend.int8_ov,
+            f"precision.activations={self.activations.value} is an int8_ov option, not "
+            f"{self.backend.value}'s: drop it or use precision=int8_ov",
         )
 
 

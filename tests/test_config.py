@@ -62,6 +62,7 @@ def test_misspelled_option_lists_the_available_ones(compose_run) -> None:
         ("batch_size=0", "batch_size must be positive"),
         ("precision.calibration_size=0", "calibration_size must be positive"),
         ("physics.energy_bins=[300,200]", "increasing"),
+        ("precision.activations=asymmetric", "is an int8_ov option, not"),
     ],
 )
 def test_bad_values_are_one_line_errors(compose_run, override: str, message: str | None) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from calo.bench.worker import RoundRequest, StreamPool
-from calo.config import Backend, HardwareConfig
+from calo.config import ActivationScheme, Backend, HardwareConfig
 from calo.errors import CaloError
 from calo.hw import Machine, resolve_topology
 from calo.model.generator import build_generator
@@ -107,6 +107,59 @@ def test_without_the_rewrite_every_weighted_node_runs_in_int8(generator, io) -> 
     assert precisions.pop("xy1_conv/conv2d_transpose") == "fp32"
     assert len(precisions) == WEIGHTED - 1 and set(precisions.values()) == {"int8"}
     assert engine.counts()["kernels_deconvolution_int8"] == 5
+
+
+def activation_ranges(engine) -> list[tuple[float, float]]:
+    """(low, high) of each FakeQuantize on an activation (not on a constant) of an int8 model."""
+    ranges = []
+    for op in engine.model.get_ops():
+        if op.get_type_name() != "FakeQuantize":
+            continue
+        if op.input_value(0).get_node().get_type_name() in ("Constant", "Convert"):
+            continue
+        low, high = (op.input_value(i).get_node().get_data() for i in (1, 2))
+        ranges.append((float(np.min(low)), float(np.max(high))))
+    return ranges
+
+
+def test_asymmetric_activations_put_a_zero_point_inside_the_range(
+        engines, generator, io, network_input, tmp_path: Path) -> None:
+    """NNCF's mixed preset: a tensor with a small negative side (LeakyReLU's) gets a range
+    from its minimum to its maximum, where the symmetric one spends half its levels on
+    [-max, 0] or starts at 0 for a tensor that is never negative."""
+    symmetric = activation_ranges(engine_for(engines, generator, io, Backend.int8_ov))
+    assert symmetric and all(low == 0 or -low >= 0.99 * high for low, high in symmetric)
+    engine = build_engine(generator, io, precision(Backend.int8_ov,
+                                                   activations=ActivationScheme.asymmetric))
+    asymmetric = activation_ranges(engine)
+    assert len(asymmetric) == len(symmetric)
+    assert any(low < 0 and -low < 0.9 * high for low, high in asymmetric)
+    loaded = load_engine(engine.save(tmp_path / "engine"))
+    assert loaded.details["activations"] == "asymmetric"
+    assert loaded.counts()["int8_nodes"] == engine.counts()["int8_nodes"] >= 25
+    expected = generator(network_input, training=False).numpy()
+    assert relative_error(loaded.predict(network_input), expected) <= 0.08
+
+
+def int8_weight_peaks(engine) -> list[int]:
+    """The largest |value| of each int8 weight constant of an NNCF model."""
+    return [int(np.abs(op.get_data().astype(np.int32)).max()) for op in engine.model.get_ops()
+            if op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "i8"]
+
+
+@pytest.mark.parametrize(("vnni", "every_layer"), [(True, False), (False, True)])
+def test_without_vnni_every_layer_gets_7_bit_weights(generator, io, monkeypatch, vnni: bool,
+                                                     every_layer: bool) -> None:
+    """AVX2's int8 kernels sum pairs of u8 x s8 products in 16 bits, which saturate: on a CPU
+    without VNNI NNCF's overflow fix halves every layer's weight range, not only the first's."""
+    isa = ("avx2", "avx512f", "avx512_vnni") if vnni else ("avx2",)
+    monkeypatch.setattr("calo.precision.openvino.detect_machine",
+                        lambda: Machine("test CPU", (0,), isa))
+    engine = build_engine(generator, io, precision(Backend.int8_ov))
+    assert engine.details["weights_7bit"] == ("every layer" if every_layer else "first layer")
+    peaks = int8_weight_peaks(engine)
+    assert len(peaks) >= 25
+    assert (max(peaks) <= 64) is every_layer
 
 
 def test_unknown_keep_fp32_name_lists_the_valid_ones(generator, io) -> None:

@@ -10,7 +10,7 @@ import optuna
 import pytest
 import yaml
 
-from calo.config import PrecisionConfig
+from calo.config import ActivationScheme, Backend, PrecisionConfig
 from calo.errors import CaloError
 from calo.precision.inc import resolve_keep_fp32
 from calo.search.export import MARKER, option_text, reproduce_overrides, save_option
@@ -121,7 +121,8 @@ def test_single_mode_chooses_within_the_latency_budget() -> None:
 
 def test_the_option_file_reproduces_the_set_and_its_calibration(tmp_path: Path) -> None:
     calibration = {"size": 128, "energy": [100.0, 500.0], "seed": 3, "rewrite": True}
-    text = option_text("int8_inc_best", ["xy4_conv", "combine_conv"], calibration, "trial 7")
+    text = option_text("int8_inc_best", ["xy4_conv", "combine_conv"],
+                       {"calibration": calibration}, "trial 7")  # before studies named backends
     path = save_option("int8_inc_best", text, tmp_path)
     assert path.read_text().startswith(MARKER)
     fields = yaml.safe_load(path.read_text())
@@ -130,6 +131,17 @@ def test_the_option_file_reproduces_the_set_and_its_calibration(tmp_path: Path) 
     assert precision.keep_fp32 == ["xy4_conv", "combine_conv"]
     assert (precision.calibration_size, precision.calibration_seed) == (128, 3)
     save_option("int8_inc_best", text, tmp_path)  # the search may overwrite its own file
+
+
+def test_the_option_file_of_an_int8_ov_study_keeps_its_backend_and_activations() -> None:
+    setup = {"backend": "int8_ov", "activations": "asymmetric",
+             "calibration": {"size": 256, "energy": [100.0, 500.0], "seed": 0, "rewrite": False}}
+    fields = yaml.safe_load(option_text("int8_ov_best", [r"xy8_conv"], setup, "trial 3"))
+    fields.pop("defaults")
+    precision = PrecisionConfig(**fields)
+    assert precision.backend is Backend.int8_ov
+    assert precision.activations is ActivationScheme.asymmetric
+    assert (precision.keep_fp32, precision.rewrite) == (["xy8_conv"], False)
 
 
 def test_an_option_not_written_by_the_search_is_never_overwritten(tmp_path: Path) -> None:
@@ -142,9 +154,14 @@ def test_an_option_not_written_by_the_search_is_never_overwritten(tmp_path: Path
 
 
 def test_reproduce_overrides_name_what_differs_from_the_defaults() -> None:
-    precision = PrecisionConfig(name="int8_inc", calibration_size=32)
+    precision = PrecisionConfig(name="int8_inc", backend=Backend.int8_inc, calibration_size=32)
     assert reproduce_overrides(precision, ["xy4_conv", "paths"]) == (
         "precision=int8_inc precision.keep_fp32=[xy4_conv,paths] precision.calibration_size=32")
+    # int8_ov's own option does not rewrite: only what differs from it is named
+    precision = PrecisionConfig(name="x", backend=Backend.int8_ov, rewrite=False,
+                                activations=ActivationScheme.asymmetric)
+    assert reproduce_overrides(precision, ["combine_conv"]) == (
+        "precision=int8_ov precision.keep_fp32=[combine_conv] precision.activations=asymmetric")
 
 
 @pytest.mark.parametrize(("url", "shown", "hidden"), [
@@ -231,16 +248,18 @@ def test_bad_search_settings_are_one_line_errors(compose_run, override: str,
     assert message in str(error.value)
 
 
-def test_the_search_needs_an_int8_inc_precision(compose_run) -> None:
+def test_the_search_needs_an_int8_inc_or_int8_ov_precision(compose_run) -> None:
     from hydra.errors import ConfigCompositionException
 
     from calo.config import to_settings
 
-    with pytest.raises(CaloError, match="needs an int8_inc precision"):
+    with pytest.raises(CaloError, match="needs precision=int8_inc or int8_ov"):
         to_settings(compose_run("precision=int8_tflite", config_name="search"))
     settings = to_settings(compose_run(config_name="search"))
     assert settings.precision.backend.value == "int8_inc"
     assert settings.precision.calibration_size == 256  # int8_inc's own settings
+    settings = to_settings(compose_run("precision=int8_ov", config_name="search"))
+    assert settings.precision.rewrite is False  # int8_ov's own settings
     with pytest.raises(ConfigCompositionException, match="search"):  # not a run's setting
         compose_run("search.n_trials=3")
 

@@ -57,7 +57,7 @@ def runs_by_role(store: Path) -> dict[str, list]:
     return roles
 
 
-def load(store: Path, name: str = "tiny-node-multi@local") -> optuna.Study:
+def load(store: Path, name: str = "tiny-int8_inc-node-multi@local") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{store / 'optuna.db'}")
 
 

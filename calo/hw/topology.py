@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 # ISA extensions that decide which reduced-precision kernels oneDNN can use.
 RELEVANT_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
                 "amx_tile", "amx_int8", "amx_bf16")
+# int8 dot products that accumulate in 32 bits; without them (AVX2's vpmaddubsw) a pair of
+# u8 x s8 products saturates at 16 bits.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 # Native bf16 arithmetic; without it oneDNN emulates bf16, slower than float32.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16
@@ -42,6 +45,10 @@ class Machine:
 
     def has(self, flag: str) -> bool:
         return flag in self.isa
+
+    @property
+    def has_vnni(self) -> bool:
+        return any(self.has(flag) for flag in VNNI_FLAGS)
 
     @property
     def has_bf16(self) -> bool:

@@ -29,7 +29,8 @@ from calo.model.bf16 import BF16_ROUNDING_BOUND, relative_difference
 from calo.model.io import NetworkIO
 from calo.precision.engine import Engine, NodeInfo, folder_size, read_engine_file
 
-__all__ = ["Engine", "NodeInfo", "build_engine", "folder_size", "load_engine", "require_cpu_for"]
+__all__ = ["Engine", "NodeInfo", "build_engine", "folder_size", "load_engine",
+           "quantizable_nodes", "require_cpu_for"]
 
 OPENVINO_BACKENDS = (Backend.fp32_ov, Backend.bf16_ov, Backend.int8_ov)
 
@@ -73,6 +74,20 @@ def build_engine(generator, io: NetworkIO, cfg: PrecisionConfig, batch_size: int
             calibration = calibration_inputs(io, cfg, latent_distribution)
         _require_rounding_only(engine, generator, calibration, cfg.backend)
     return engine
+
+
+def quantizable_nodes(backend: Backend, graph) -> list[tuple[str, str]]:
+    """(node name, op type) of the nodes ``precision.keep_fp32`` selects from for ``backend``
+    (int8_inc or int8_ov), in the graph's order: those Neural Compressor can quantize, or the
+    convolutions and matmuls of the OpenVINO model NNCF quantizes."""
+    if backend is Backend.int8_ov:
+        from calo.precision.openvino import convert
+
+        return convert(graph)[1]
+    from calo.precision.frozen import freeze_graph
+    from calo.precision.inc import quantizable_nodes as inc_quantizable_nodes
+
+    return inc_quantizable_nodes(freeze_graph(graph)[0])
 
 
 FAITHFULNESS_INPUTS = 8

@@ -1,6 +1,6 @@
 """The search's result on its parent run: the Pareto front, the trial table, the chosen point
 (as a precision option, and unless the search was cut short as a registered engine whose speed
-is confirmed side by side with plain int8_inc)."""
+is confirmed side by side with plain int8)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ __all__ = ["record_result"]
 
 log = logging.getLogger(__name__)
 
-CONFIRM_ROUNDS = 5  # paired rounds of the chosen engine against plain int8_inc
+CONFIRM_ROUNDS = 5  # paired rounds of the chosen engine against plain int8
 
 
 def record_result(job: SearchJob, parent: Tracker, others: dict[str, dict[str, float]],
@@ -47,7 +47,8 @@ def record_result(job: SearchJob, parent: Tracker, others: dict[str, dict[str, f
     parent.log_text(markdown_table(rows) + "\n", "search/trials.md")
     parent.log_dict({"rows": rows, "comparisons": others}, "search/trials.json")
     figure = plot_front(summary.rows, summary.front, selection, search, others,
-                        f"study {job.name}: {len(summary.rows)} trials")
+                        f"study {job.name}: {len(summary.rows)} trials",
+                        searched=job.settings.precision.name)
     parent.log_figure(figure, "search/pareto_front.png")
     parent.log_metrics(_selection_metrics(selection, others))
     log.info("chosen point: %s", selection.sentence(search))
@@ -88,15 +89,15 @@ def _chosen_stage(job: SearchJob, selection: Selection, parent: Tracker,
     from calo.precision import folder_size
 
     settings, search, row = job.settings, job.settings.search, selection.row
-    calibration = job.study.user_attrs[SETUP_ATTR]["calibration"]
+    setup = job.study.user_attrs[SETUP_ATTR]
     note = (f"study {job.name}, trial {row.number}: SVN {row.svn:.4g} "
             f"({selection.svn_ratio:.3f} x fp32), pixel {row.pixel:.4g}, "
             f"{row.throughput:.0f} showers/s")
-    name = search.save_as or "int8_inc_best"
+    name = search.save_as or f"{settings.precision.backend.value}_best"
     parent.log_dict({"trial": row.number, "keep_fp32": list(row.keep_fp32),
                      "reproduce": reproduce_overrides(settings.precision, row.keep_fp32),
                      "sentence": selection.sentence(search)}, "search/chosen.json")
-    text = option_text(name, row.keep_fp32, calibration, note)
+    text = option_text(name, row.keep_fp32, setup, note)
     parent.log_text(text, f"search/{name}.yaml")
     if search.save_as:
         log.info("wrote %s", save_option(search.save_as, text))
@@ -115,16 +116,16 @@ def _chosen_stage(job: SearchJob, selection: Selection, parent: Tracker,
 
 def _confirm_speed(job: SearchJob, precision: PrecisionConfig, engine: Engine,
                    parent: Tracker) -> None:
-    """The chosen engine against plain int8_inc, side by side in alternating rounds: its share
-    of plain int8_inc's speed from one measurement, not from two trials minutes apart."""
+    """The chosen engine against plain int8, side by side in alternating rounds: its share
+    of plain int8's speed from one measurement, not from two trials minutes apart."""
     settings = job.settings
     plain = replace(settings.precision, keep_fp32=[])
-    log.info("confirming the chosen point's speed against plain int8_inc, side by side")
+    log.info("confirming the chosen point's speed against plain int8, side by side")
     plain_engine = job.build(plain)
     rounds = max(CONFIRM_ROUNDS, settings.search.bench_rounds)
     ratio = job.evaluator.paired_ratio((precision, engine), (plain, plain_engine), rounds)
     parent.log_metrics({"search/chosen/speed_vs_plain": ratio})
-    log.info("chosen point: %.0f %% of plain int8_inc's throughput (median of %d paired "
+    log.info("chosen point: %.0f %% of plain int8's throughput (median of %d paired "
              "rounds)", 100 * ratio, rounds)
 
 

@@ -9,6 +9,7 @@ import logging
 
 from optuna.trial import TrialState
 
+from calo.config import ActivationScheme, Backend
 from calo.errors import CaloError
 from calo.search.job import SearchJob
 from calo.search.pareto import TrialRow, summarize_study
@@ -24,7 +25,11 @@ def compare(job: SearchJob) -> dict[str, dict[str, float]]:
     summary = summarize_study(job.study, job.settings.search)
     others = _compare_backends(job)
     if job.settings.search.autotune and summary.rows:
-        others.update(_autotune_stage(job, summary.rows))
+        if job.settings.precision.backend is Backend.int8_inc:
+            others.update(_autotune_stage(job, summary.rows))
+        else:
+            log.info("search.autotune is Neural Compressor's: skipped for %s",
+                     job.settings.precision.name)
     return others
 
 
@@ -37,8 +42,10 @@ def _compare_backends(job: SearchJob) -> dict[str, dict[str, float]]:
         if (cached := job.study.user_attrs.get(key)) is not None:
             results[backend.value] = cached
             continue
+        # the backend as its own precision option has it: no node kept, its default activations
         precision, child_cfg = job.child_precision(name=backend.value, backend=backend,
                                                      keep_fp32=[],
+                                                     activations=ActivationScheme.symmetric,
                                                      fixed_batch_size=search.batch_size)
         log.info("comparison: measuring %s as the trials are measured", backend.value)
         try:
@@ -62,6 +69,7 @@ def _autotune_stage(job: SearchJob, rows: list[TrialRow]) -> dict[str, dict[str,
     """Neural Compressor's autotune over the study's fallback sets, in trial order, at most
     as many trials as the study has (once per set of candidates)."""
     from calo.precision.calibration import calibration_inputs
+    from calo.precision.frozen import freeze_graph
     from calo.search.autotune import run_autotune
 
     settings, search, study = job.settings, job.settings.search, job.study
@@ -76,8 +84,8 @@ def _autotune_stage(job: SearchJob, rows: list[TrialRow]) -> dict[str, dict[str,
         with tracked_run(job.cfg, settings.tracking, run_name=f"{job.name}:autotune",
                          tags=job.child_tags("autotune"),
                          parent_run_id=job.parent_id) as tracker:
-            result = run_autotune(job.graph_def, job.space.quantizable, job.evaluator.io,
-                                  candidates, calibration,
+            result = run_autotune(freeze_graph(job.graph)[0], job.space.quantizable,
+                                  job.evaluator.io, candidates, calibration,
                                   lambda engine: job.evaluator.physics(engine)[1],
                                   search.physics_tolerance)
             tracker.log_dict(result.as_dict(), "search/autotune.json")

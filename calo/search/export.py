@@ -1,5 +1,5 @@
 """A searched fallback set as a precision option (``conf/precision/<name>.yaml``), and as the
-overrides that reproduce it with ``precision=int8_inc``."""
+overrides that reproduce it with ``precision=int8_inc`` or ``int8_ov``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from omegaconf import DictConfig
 
 from calo.cli import exit_on_user_error
-from calo.config import PrecisionConfig, to_settings
+from calo.config import ActivationScheme, Backend, PrecisionConfig, to_settings
 from calo.errors import CaloError
 from calo.paths import CONFIG_DIR
 from calo.search.settings import SearchJobConfig, SearchMode, SearchPhysics, SearchSpeed
@@ -26,10 +27,11 @@ _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 def _calibration_overrides(precision: PrecisionConfig) -> list[str]:
-    """``precision.*`` overrides for the calibration settings that differ from the defaults."""
-    default = PrecisionConfig()
+    """``precision.*`` overrides for the calibration settings (and int8_ov's activations) that
+    differ from those of the precision option named after the backend."""
+    default = _backend_option(precision.backend)
     overrides = []
-    for key in ("calibration_size", "calibration_seed", "rewrite"):
+    for key in ("calibration_size", "calibration_seed", "rewrite", "activations"):
         if getattr(precision, key) != getattr(default, key):
             overrides.append(f"precision.{key}={str(getattr(precision, key)).lower()}")
     if precision.calibration_energy != default.calibration_energy:
@@ -38,17 +40,30 @@ def _calibration_overrides(precision: PrecisionConfig) -> list[str]:
     return overrides
 
 
+def _backend_option(backend: Backend, folder: Path = CONFIG_DIR / "precision"
+                    ) -> PrecisionConfig:
+    """The settings of ``conf/precision/<backend>.yaml``, the option ``precision=<backend>``
+    composes (a plain YAML file over the schema)."""
+    fields = yaml.safe_load((folder / f"{backend.value}.yaml").read_text())
+    fields.pop("defaults", None)
+    return PrecisionConfig(**fields)
+
+
 def reproduce_overrides(precision: PrecisionConfig, keep_fp32: Sequence[str]) -> str:
-    """The command-line overrides that rebuild a trial's engine with precision=int8_inc."""
-    return " ".join(["precision=int8_inc", f"precision.keep_fp32=[{','.join(keep_fp32)}]",
+    """The command-line overrides that rebuild a trial's engine with precision=<its backend>."""
+    return " ".join([f"precision={precision.backend.value}",
+                     f"precision.keep_fp32=[{','.join(keep_fp32)}]",
                      *_calibration_overrides(precision)])
 
 
-def option_text(name: str, keep_fp32: Sequence[str], calibration: Mapping[str, Any],
+def option_text(name: str, keep_fp32: Sequence[str], setup: Mapping[str, Any],
                 note: str) -> str:
-    """The YAML of a precision option: int8_inc with ``keep_fp32`` and the study's calibration
-    settings (``search_setup()['calibration']``); ``note`` says where it comes from."""
+    """The YAML of a precision option: the study's backend (and activations) with ``keep_fp32``
+    and the study's calibration settings (``search_setup()``); ``note`` says where it comes
+    from. A study recorded before it named its backend was an int8_inc one."""
+    calibration = setup["calibration"]
     energy = ", ".join(f"{value:g}" for value in calibration["energy"])
+    activations = setup.get("activations", ActivationScheme.symmetric.value)
     return "\n".join([
         f"{MARKER}: {note}",
         "defaults:",
@@ -56,7 +71,8 @@ def option_text(name: str, keep_fp32: Sequence[str], calibration: Mapping[str, A
         "  - _self_",
         "",
         f"name: {name}",
-        "backend: int8_inc",
+        f"backend: {setup.get('backend', Backend.int8_inc.value)}",
+        *([f"activations: {activations}"] if activations != ActivationScheme.symmetric else []),
         f"calibration_size: {calibration['size']}",
         f"calibration_energy: [{energy}]",
         f"calibration_seed: {calibration['seed']}",
@@ -115,8 +131,8 @@ def save_study_option(settings: SearchJobConfig,
     row = rows[number]
     note = (f"study {name}, trial {number}: SVN {row.svn:.4g}, pixel {row.pixel:.4g}, "
             f"{row.throughput:.0f} showers/s")
-    return save_option(search.save_as, option_text(search.save_as, row.keep_fp32,
-                                                   setup["calibration"], note), folder)
+    return save_option(search.save_as, option_text(search.save_as, row.keep_fp32, setup, note),
+                       folder)
 
 
 def _export(cfg: DictConfig) -> None:

@@ -23,8 +23,8 @@ PHYSICS_LABEL = {SearchPhysics.svn: "SVN against the reference",
 
 def _panel(ax: Axes, rows: Sequence[TrialRow], front: Sequence[TrialRow],
            selection: Selection, others: Mapping[str, tuple[float, float]],
-           value: str, label: str, objective: bool) -> None:
-    """Trials (grey), the front (a line on the objective's own panel), plain int8_inc, the
+           value: str, label: str, objective: bool, plain: str) -> None:
+    """Trials (grey), the front (a line on the objective's own panel), ``plain`` int8, the
     chosen point and ``others`` (name -> (speed, value)) as labelled markers."""
     ax.scatter([r.speed for r in rows], [getattr(r, value) for r in rows], s=18, c="0.6",
                label=f"trials ({len(rows)})")
@@ -33,7 +33,7 @@ def _panel(ax: Axes, rows: Sequence[TrialRow], front: Sequence[TrialRow],
             label="Pareto front" if objective else "Pareto front's trials")
     if selection.plain is not None:
         ax.scatter([selection.plain.speed], [getattr(selection.plain, value)], marker="s",
-                   s=70, facecolors="none", edgecolors="C0", label="plain int8_inc")
+                   s=70, facecolors="none", edgecolors="C0", label=plain)
     if selection.row is not None:
         ax.scatter([selection.row.speed], [getattr(selection.row, value)], marker="*", s=220,
                    c="C2", zorder=3, label=f"chosen (trial {selection.row.number})")
@@ -45,10 +45,12 @@ def _panel(ax: Axes, rows: Sequence[TrialRow], front: Sequence[TrialRow],
 
 def plot_front(rows: Sequence[TrialRow], front: Sequence[TrialRow], selection: Selection,
                search: SearchConfig, others: Mapping[str, Mapping[str, float]],
-               title: str = "") -> Figure:
+               title: str = "", searched: str = "int8") -> Figure:
     """Physics distance against speed; with ``search.physics=pixel`` a second panel shows the
     SVN, with the chosen point's two conditions as dashed lines. ``others``: name -> measured
-    numbers (``svn``, ``pixel``, ``speed``) of comparison points (int8_tflite, autotune)."""
+    numbers (``svn``, ``pixel``, ``speed``) of comparison points (int8_tflite, autotune);
+    ``searched``: the precision whose nodes the trials keep in fp32."""
+    plain = f"plain {searched} (no node kept)"
     panels = [search.physics] + ([SearchPhysics.svn] if search.physics is not
                                  SearchPhysics.svn else [])
     with plt.style.context(mplhep.style.ROOT):
@@ -58,7 +60,7 @@ def plot_front(rows: Sequence[TrialRow], front: Sequence[TrialRow], selection: S
             points = {name: (numbers["speed"], numbers[physics.value])
                       for name, numbers in others.items()}
             _panel(ax, rows, front, selection, points, physics.value, PHYSICS_LABEL[physics],
-                   physics is search.physics)
+                   physics is search.physics, plain)
             ax.set_xlabel(SPEED_LABEL[search.speed], fontsize="small")
             ax.tick_params(labelsize="small")
         svn_ax = axes[0][panels.index(SearchPhysics.svn)]
@@ -68,7 +70,7 @@ def plot_front(rows: Sequence[TrialRow], front: Sequence[TrialRow], selection: S
             fraction, plain = search.min_speed_fraction, selection.plain.speed
             svn_ax.axvline(plain / fraction if search.speed is SearchSpeed.latency
                            else plain * fraction, ls=":", c="0.3",
-                           label=f"{100 * fraction:.0f} % of plain int8_inc's speed")
+                           label=f"{100 * fraction:.0f} % of {plain}'s speed")
         for ax in axes[0]:
             ax.legend(fontsize="x-small", loc="best")
         if title:

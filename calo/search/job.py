@@ -49,7 +49,7 @@ class SearchJob:
     study: optuna.Study
     space: SearchSpace
     generator: Any
-    graph_def: Any  # the frozen inference graph Neural Compressor quantizes
+    graph: Any  # the inference graph (calo.precision.graph.Graph) the backend quantizes
     evaluator: Evaluator
     parent_id: str | None = None
     parent_tags: dict[str, str] = field(default_factory=dict)
@@ -80,24 +80,22 @@ class SearchJob:
 def open_search(cfg: DictConfig, settings: SearchJobConfig, topology: Topology,
                 folder: Path) -> SearchJob:
     """The generator, its search space, the study (checked to be this search's, created with
-    plain int8_inc as its first trial if new) and the fp32 baseline of the trials' inputs;
+    plain int8 as its first trial if new) and the fp32 baseline of the trials' inputs;
     before any MLflow run, so that a foreign study or an unreachable storage leaves no trace.
     ``folder`` keeps the saved fp32 engine the trials are timed against."""
     import keras
 
     from calo.data import load_reference
     from calo.model.weights import load_generator
-    from calo.precision import require_cpu_for
-    from calo.precision.frozen import freeze_graph
-    from calo.precision.inc import quantizable_nodes
+    from calo.precision import quantizable_nodes, require_cpu_for
     from calo.precision.rewrite import inference_graph
 
-    search = settings.search
-    require_cpu_for(settings.precision.backend.value)
+    search, backend = settings.search, settings.precision.backend
+    require_cpu_for(backend.value)
     keras.utils.set_random_seed(settings.seed)  # an untrained generator: the same in every process
     generator, trained = load_generator(settings.model)
-    graph_def, _, _ = freeze_graph(inference_graph(generator, settings.precision.rewrite))
-    space = SearchSpace.from_nodes(quantizable_nodes(graph_def), search.granularity)
+    graph = inference_graph(generator, settings.precision.rewrite)
+    space = SearchSpace.from_nodes(quantizable_nodes(backend, graph), search.granularity)
     log.info("search space: %d switches (granularity %s) over %d quantizable nodes",
              len(space.switches), search.granularity.value, len(space.quantizable))
     url = storage_url(search, settings.tracking)
@@ -115,7 +113,7 @@ def open_search(cfg: DictConfig, settings: SearchJobConfig, topology: Topology,
     evaluator = Evaluator(generator, settings, topology, load_reference(settings.data), folder)
     tags = {"search_role": "search", "search/study": study.study_name,
             "search/storage": safe_url(url), "generator_trained": str(trained).lower()}
-    job = SearchJob(cfg, settings, study, space, generator, graph_def, evaluator,
+    job = SearchJob(cfg, settings, study, space, generator, graph, evaluator,
                     parent_tags=tags)
     job.parent_id = _parent_run_id(job, created)
     return job

@@ -2,7 +2,7 @@
 
 The chosen point answers the question the search is for: of the trials whose SVN is within
 ``search.physics_tolerance`` of fp32's (or better) and that keep at least
-``search.min_speed_fraction`` of plain int8_inc's speed (the median of its trials;
+``search.min_speed_fraction`` of plain int8's speed (the median of its trials;
 mode=single: that fit
 ``search.latency_budget_ms``), the one with the smallest physics distance. When no trial
 meets both, the closest to them is named, and the selection says which condition failed.
@@ -75,13 +75,13 @@ def pareto_front(rows: Sequence[TrialRow], speed: SearchSpeed) -> list[TrialRow]
 
 @dataclass(frozen=True)
 class Selection:
-    """The chosen trial, measured against fp32's SVN and plain int8_inc's speed."""
+    """The chosen trial, measured against fp32's SVN and plain int8's speed."""
 
     row: TrialRow | None
-    plain: TrialRow | None  # plain int8_inc: every switch off (its speed: median, plain_int8)
+    plain: TrialRow | None  # plain int8: every switch off (its speed: median, plain_int8)
     fp32_svn: float
     svn_ratio: float | None  # chosen SVN / fp32 SVN
-    speed_fraction: float | None  # chosen speed / plain int8_inc speed (latency: inverted)
+    speed_fraction: float | None  # chosen speed / plain int8 speed (latency: inverted)
     meets_physics: bool
     meets_speed: bool
 
@@ -95,7 +95,7 @@ class Selection:
                    f"no trial meets both conditions, this is the closest ({' and '.join(missed)} "
                    "condition missed)")
         fraction = ("" if self.speed_fraction is None else
-                    f", {100 * self.speed_fraction:.0f} % of plain int8_inc's speed")
+                    f", {100 * self.speed_fraction:.0f} % of plain int8's speed")
         return (f"trial {self.row.number} (keep_fp32={list(self.row.keep_fp32)}): SVN "
                 f"{self.row.svn:.4g} = {self.svn_ratio:.3f} x fp32's {self.fp32_svn:.4g} "
                 f"(tolerance {tolerance}){fraction}: {verdict}")

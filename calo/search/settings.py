@@ -10,8 +10,12 @@ from hydra.core.config_store import ConfigStore
 
 from calo.config import Backend, EngineJobConfig, require
 
-__all__ = ["SearchConfig", "SearchGranularity", "SearchJobConfig", "SearchMode",
+__all__ = ["SEARCHABLE", "SearchConfig", "SearchGranularity", "SearchJobConfig", "SearchMode",
            "SearchPhysics", "SearchSampler", "SearchSpeed"]
+
+
+# The backends whose keep_fp32 the search chooses: Neural Compressor's and NNCF's int8.
+SEARCHABLE = (Backend.int8_inc, Backend.int8_ov)
 
 
 class SearchGranularity(StrEnum):
@@ -58,7 +62,7 @@ class SearchConfig:
     latency_budget_ms: float | None = None  # mode=single: slower trials are infeasible
     sampler: SearchSampler = SearchSampler.auto
     population_size: int = 10  # NSGA-II generation size
-    # The first generation: plain int8_inc, then sets of 1..start_switches switches on, where
+    # The first generation: plain int8, then sets of 1..start_switches switches on, where
     # the int8 speed-up survives (0: Optuna draws them, each switch on with probability 1/2)
     start_switches: int = 2
     seed: int = 0  # sampler seed
@@ -68,7 +72,7 @@ class SearchConfig:
     bench_rounds: int = 2  # rounds per trial (alternating with fp32 for speed=speedup)
     max_failure_rate: float = 0.2  # crashed trials allowed, as a share of n_trials
     physics_tolerance: float = 0.1  # the chosen point: SVN within this of fp32's ...
-    min_speed_fraction: float = 0.8  # ... keeping this share of plain int8_inc's speed-up
+    min_speed_fraction: float = 0.8  # ... keeping this share of plain int8's speed-up
     compare_with: list[Backend] = field(default_factory=lambda: [Backend.int8_tflite])
     autotune: bool = True  # also run Neural Compressor's autotune on the study's candidates
     register_name: str | None = "calo-int8-search"  # MLflow registry name of the chosen engine
@@ -103,14 +107,14 @@ class SearchConfig:
 
 @dataclass
 class SearchJobConfig(EngineJobConfig):
-    """``python -m calo.search``: which int8_inc nodes of the generator stay float32."""
+    """``python -m calo.search``: which int8 nodes of the generator stay float32."""
 
     search: SearchConfig = field(default_factory=SearchConfig)
 
     def __post_init__(self) -> None:
-        require(self.precision.backend is Backend.int8_inc,
-                "the search chooses which int8_inc nodes stay fp32: it needs an int8_inc "
-                f"precision, got precision={self.precision.name}")
+        require(self.precision.backend in SEARCHABLE,
+                "the search chooses which int8 nodes stay fp32: it needs precision=int8_inc or "
+                f"int8_ov (or an option of theirs), got precision={self.precision.name}")
 
 
 ConfigStore.instance().store(name="search_schema", node=SearchJobConfig)

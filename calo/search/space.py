@@ -1,7 +1,8 @@
 """The search space: which quantizable nodes stay fp32, as one yes/no switch per node or per
 group of nodes.
 
-Neural Compressor reports the nodes it can quantize (``calo.precision.inc.quantizable_nodes``);
+The backend reports the nodes it can quantize (``calo.precision.quantizable_nodes``: Neural
+Compressor's for int8_inc, the convolutions and matmuls NNCF quantizes for int8_ov);
 in the generator they are named ``<layer>/<op>``, with the layers of the three paths named
 ``<path><block>_conv`` (``xy4_conv``: path xy, block 4; ``calo.model.generator``). The coarser
 granularities group the switches by that name: ``path`` (one switch per path, all its blocks)
@@ -55,7 +56,7 @@ def _group(node: str, granularity: SearchGranularity) -> str:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The switches over Neural Compressor's quantizable nodes, in the graph's order."""
+    """The switches over the backend's quantizable nodes, in the graph's order."""
 
     granularity: SearchGranularity
     quantizable: tuple[tuple[str, str], ...]  # (node name, op type)
@@ -67,7 +68,7 @@ class SearchSpace:
         granularity = SearchGranularity(granularity)
         nodes = tuple((str(name), str(op)) for name, op in quantizable)
         if not nodes:
-            raise CaloError("Neural Compressor reports no quantizable node in this generator: "
+            raise CaloError("the backend reports no quantizable node in this generator: "
                             "there is nothing to search")
         groups: dict[str, list[str]] = {}
         layer_counts: dict[str, int] = {}
@@ -88,7 +89,7 @@ class SearchSpace:
         return [name for name, _ in self.quantizable if name in kept]
 
     def plain_params(self) -> dict[str, bool]:
-        """Every switch off: plain int8_inc, the trial every search starts from."""
+        """Every switch off: plain int8, the trial every search starts from."""
         return {switch.param: False for switch in self.switches}
 
     def sparse_params(self, count: int, max_on: int, seed: int) -> list[dict[str, bool]]:

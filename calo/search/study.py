@@ -101,10 +101,10 @@ def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
 
 
 def study_name(settings: SearchJobConfig) -> str:
-    """``search.study``, or ``<model>-<granularity>-<mode>@<hw>``."""
+    """``search.study``, or ``<model>-<precision>-<granularity>-<mode>@<hw>``."""
     search = settings.search
-    return search.study or (f"{settings.model.name}-{search.granularity.value}-"
-                            f"{search.mode.value}@{settings.hw.name}")
+    return search.study or (f"{settings.model.name}-{settings.precision.name}-"
+                            f"{search.granularity.value}-{search.mode.value}@{settings.hw.name}")
 
 
 def directions(search: SearchConfig) -> list[str]:
@@ -128,7 +128,7 @@ class EnqueuedFirstNSGAII(optuna.samplers.NSGAIISampler):
     Optuna gives a trial its generation when it samples the trial's parameters; an enqueued
     trial has them already, stays outside every generation and is never a parent, and a
     random first generation follows it. Here every trial gets its generation when it starts,
-    so the enqueued first generation (plain int8_inc and sparse sets) is the first generation.
+    so the enqueued first generation (plain int8 and sparse sets) is the first generation.
     """
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -164,6 +164,7 @@ def search_setup(settings: SearchJobConfig) -> dict[str, Any]:
         "latency_budget_ms": search.latency_budget_ms,
         "n_showers": search.n_showers, "batch_size": search.batch_size, "seed": settings.seed,
         "hw": {"threads": settings.hw.threads, "streams": settings.hw.streams},
+        "backend": precision.backend.value, "activations": precision.activations.value,
         "calibration": {"size": precision.calibration_size,
                         "energy": list(precision.calibration_energy),
                         "seed": precision.calibration_seed, "rewrite": precision.rewrite},

@@ -24,7 +24,7 @@ __all__ = ["ensure_baseline", "optimize"]
 
 log = logging.getLogger(__name__)
 
-INERT_ATTR = "inert_nodes"  # quantizable nodes Neural Compressor leaves fp32 in plain int8
+INERT_ATTR = "inert_nodes"  # quantizable nodes the backend leaves fp32 in plain int8
 
 
 class _FailureBudget:
@@ -66,19 +66,19 @@ def optimize(job: SearchJob) -> None:
 
 
 def ensure_baseline(job: SearchJob) -> None:
-    """Measure plain int8_inc now if the study has no completed trial of it: the speed condition
+    """Measure plain int8 now if the study has no completed trial of it: the speed condition
     and the comparisons are relative to it. A worker killed during that trial leaves it failed,
     and Optuna's retry waits behind every other waiting trial, so it may never have run."""
     plain = job.space.plain_params()
     if any(trial.params == plain for trial in job.study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE,))):
         return
-    log.info("study %s has no completed plain int8_inc trial: measuring it now", job.name)
+    log.info("study %s has no completed plain int8 trial: measuring it now", job.name)
     fixed = optuna.trial.FixedTrial(plain, number=len(job.study.trials))
     result = _trial(job, fixed)
     values = [result] if isinstance(result, float) else list(result)
     if any(math.isnan(value) for value in values):
-        raise CaloError(f"the plain int8_inc baseline of study {job.name} failed "
+        raise CaloError(f"the plain int8 baseline of study {job.name} failed "
                         f"({fixed.user_attrs.get('error', 'no error recorded')})")
     distributions = {name: optuna.distributions.CategoricalDistribution([False, True])
                      for name in plain}
@@ -100,7 +100,7 @@ def _trial(job: SearchJob, trial: optuna.Trial) -> float | list[float]:
         log.error("trial %d failed: %s", trial.number, one_line(error, 500))
         return math.nan if search.mode is SearchMode.single else [math.nan, math.nan]
     trial.set_user_attr("measurement", measurement.summary())
-    if not kept:  # plain int8_inc: which nodes Neural Compressor leaves in fp32 by itself
+    if not kept:  # plain int8: which nodes the backend leaves in fp32 by itself
         job.study.set_user_attr(INERT_ATTR, [name for name, dtype in
                                                engine.details["node_precision"].items()
                                                if dtype == "fp32"])
