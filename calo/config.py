@@ -102,6 +102,7 @@ class Backend(StrEnum):
     fp32_ov = "fp32_ov"
     bf16_ov = "bf16_ov"
     int8_ov = "int8_ov"
+    int8_ort = "int8_ort"
 
 
 class ActivationScheme(StrEnum):
@@ -123,7 +124,7 @@ class PrecisionConfig:
     calibration_size: int = 256  # generator inputs the int8 backends calibrate on
     calibration_energy: list[float] = field(default_factory=lambda: [100.0, 500.0])  # GeV
     calibration_seed: int = 0
-    keep_fp32: list[str] = field(default_factory=list)  # int8_inc, int8_ov: names or regexes
+    keep_fp32: list[str] = field(default_factory=list)  # int8_inc, _ov, _ort: names or regexes
     activations: ActivationScheme = ActivationScheme.symmetric  # int8_ov only
     fixed_batch_size: int = 64  # TFLite engines run this batch size only
     rewrite: bool = True  # fold BatchNorm and rewrite Conv2DTranspose first (calo.precision)
@@ -277,7 +278,7 @@ class BenchConfig:
     # python -m calo.bench: the conf/precision options it compares
     precisions: list[str] = field(
         default_factory=lambda: ["fp32", "int8_inc", "bf16_inc", "fp16_tflite", "int8_tflite",
-                                 "fp32_ov", "bf16_ov", "int8_ov"])
+                                 "fp32_ov", "bf16_ov", "int8_ov", "int8_ort"])
     # ... and the pixel-wise difference of each to fp32 over this many showers (0: none)
     pixelwise_showers: int = 1000
 

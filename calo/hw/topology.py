@@ -162,7 +162,8 @@ def apply_topology(topology: Topology, cpus: tuple[int, ...] | None = None) -> N
         # read by oneDNN when it first dispatches a kernel, and inherited by stream workers
         os.environ["ONEDNN_MAX_CPU_ISA"] = topology.max_isa
         log.info("hw=%s: oneDNN (TensorFlow, Neural Compressor) capped at %s; TFLite's XNNPACK "
-                 "kernels cannot be capped", topology.name, topology.max_isa)
+                 "and ONNX Runtime's MLAS kernels cannot be capped", topology.name,
+                 topology.max_isa)
     cpus = cpus or topology.cpus
     os.sched_setaffinity(0, cpus)
     try:

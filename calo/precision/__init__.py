@@ -9,6 +9,7 @@ int8_tflite    TFLite full integer, fixed batch size, LiteRT interpreter
 fp32_ov        OpenVINO IR of that graph, run by OpenVINO's CPU plugin in float32
 bf16_ov        the same with OpenVINO's bf16 inference precision hint (AVX512_BF16 or AMX-BF16)
 int8_ov        NNCF post-training int8 quantization of the OpenVINO model, run by OpenVINO
+int8_ort       ONNX Runtime static int8 (QDQ) of the graph converted by tf2onnx: a peer
 =============  =======================================================================
 
 Every quantized backend starts from the same inference graph (:mod:`calo.precision.rewrite`:
@@ -51,13 +52,17 @@ def build_engine(generator, io: NetworkIO, cfg: PrecisionConfig, batch_size: int
     # Only the backends that calibrate get inputs (bf16_inc too: Neural Compressor's static
     # quantization runs its calibration dataloader for bf16 as well); fp16_tflite gets None.
     calibrates = cfg.backend in (Backend.int8_inc, Backend.bf16_inc, Backend.int8_tflite,
-                                 Backend.int8_ov)
+                                 Backend.int8_ov, Backend.int8_ort)
     calibration = calibration_inputs(io, cfg, latent_distribution) if calibrates else None
     if cfg.backend in OPENVINO_BACKENDS:
         from calo.precision.openvino import build_openvino_engine
 
         kind = cfg.backend.value.removesuffix("_ov")
         engine = build_openvino_engine(graph, io, cfg, kind, calibration)
+    elif cfg.backend is Backend.int8_ort:
+        from calo.precision.onnxruntime import build_ort_engine
+
+        engine = build_ort_engine(graph, io, cfg, calibration)
     elif cfg.backend in (Backend.int8_inc, Backend.bf16_inc):
         from calo.precision.inc import build_inc_engine
 
@@ -124,6 +129,10 @@ def require_cpu_for(backend: str) -> None:
         from calo.precision.openvino import require_openvino
 
         require_openvino(backend)
+    if backend == Backend.int8_ort:
+        from calo.precision.onnxruntime import require_onnxruntime
+
+        require_onnxruntime()
 
 
 def _engine_class(backend: str, folder: Path) -> type[Engine]:
@@ -143,6 +152,10 @@ def _engine_class(backend: str, folder: Path) -> type[Engine]:
         from calo.precision.openvino import BF16OVEngine, FP32OVEngine, INT8OVEngine
 
         return {"fp32_ov": FP32OVEngine, "bf16_ov": BF16OVEngine, "int8_ov": INT8OVEngine}[backend]
+    if backend == Backend.int8_ort:
+        from calo.precision.onnxruntime import INT8ORTEngine
+
+        return INT8ORTEngine
     raise CaloError(f"{folder}: unknown engine backend {backend!r} in engine.json")
 
 
