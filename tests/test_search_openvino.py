@@ -14,10 +14,13 @@ from optuna.trial import TrialState
 
 from calo.config import to_settings
 from calo.precision.inc import resolve_keep_fp32
+from calo.report.__main__ import main as report_main
+from calo.report.markers import read_marked
 from calo.search.pipeline import run_search
 from calo.search.study import SETUP_ATTR, SPACE_ATTR
 
 from .test_precision import needs_openvino
+from .test_report_readme import _page
 from .test_search_run import CHOOSE_CLOSEST, QUICK, load, runs_by_role
 
 pytestmark = [needs_openvino,
@@ -66,3 +69,15 @@ def test_a_search_over_int8_ov_compares_with_openvino_default_int8(compose_run, 
     fields = yaml.safe_load(save_study_option(settings, option).read_text())
     assert (fields["backend"], fields["activations"]) == ("int8_ov", "asymmetric")
     assert fields["keep_fp32"] == trials[1].user_attrs["keep_fp32"]
+
+    # make results: the int8_ov search fills its own block, not int8_inc's
+    root = tmp_path / "project"
+    page = _page(root, "search", "search-ov")
+    report_main(["--readme", "--root", str(root), "--tracking-uri",
+                 f"sqlite:///{store / 'mlflow.db'}"])
+    marked = read_marked(page)
+    assert marked.content("search") == "\nold content of search\n"
+    block = marked.content("search-ov")
+    assert f"search {STUDY} `{parent_id[:8]}`" in block and "Chosen point: trial 1" in block
+    assert "| compared with |" in block and "| int8_ov " in block
+    assert (root / "docs" / "search_int8_ov_pareto_front.png").stat().st_size > 0

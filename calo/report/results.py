@@ -9,6 +9,7 @@ in the store is left as it is, and the command that makes such runs is named.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -324,10 +325,13 @@ def rewrites(store: RunStore) -> BlockResult | None:
     return _two_suites(store, "rewrites", "rewrites", "no rewrites", _rewritten)
 
 
-def search_front(store: RunStore) -> BlockResult | None:
-    """The latest search's Pareto front (its trial table's front rows), its chosen point and
-    its figure (docs/search_pareto_front.png)."""
-    parent = store.latest(None, {"search_role": "search"})
+def search_front(store: RunStore, backend: str = "int8_inc") -> BlockResult | None:
+    """The latest search over ``backend``'s nodes: its Pareto front (its trial table's front
+    rows), the points it was compared with, its chosen point and its figure
+    (docs/search_pareto_front.png; docs/search_<backend>_pareto_front.png for another
+    backend). A search that did not tag its backend was an int8_inc one."""
+    parent = store.latest(None, {"search_role": "search"},
+                          lambda run: run.tags.get("search/backend", "int8_inc") == backend)
     if parent is None:
         return None
     table = store.json(parent, "search/trials.json")
@@ -335,15 +339,21 @@ def search_front(store: RunStore) -> BlockResult | None:
         return None
     front = [{key: row.get(key) for key in SEARCH_COLUMNS}
              for row in table.get("rows", []) if row.get("front")]
+    compared = [{"compared with": name, "SVN": numbers.get("svn"),
+                 "pixel": numbers.get("pixel"), "speed": numbers.get("speed")}
+                for name, numbers in table.get("comparisons", {}).items()]
     chosen = parent.tags.get("search/chosen", "")
     text = "\n\n".join(filter(None, [
         provenance([(f"search {parent.tags.get('search/study', '')}".strip(), parent)]),
         f"Pareto front ({number(parent.metrics.get('search/n_complete'))} completed trials, "
         f"{number(parent.metrics.get('search/n_failed'))} failed):",
-        markdown_table(front), f"Chosen point: {chosen}." if chosen else ""]))
+        markdown_table(front), markdown_table(compared) if compared else "",
+        f"Chosen point: {chosen}." if chosen else ""]))
     png = store.artifact(parent, "search/pareto_front.png")
+    name = "search" if backend == "int8_inc" else f"search_{backend}"
     images = () if png is None else (
-        BlockImage(Path("docs/search_pareto_front.png"), "Pareto front of the search", png),)
+        BlockImage(Path(f"docs/{name}_pareto_front.png"), f"Pareto front of the {backend} search",
+                   png),)
     return BlockResult(text, images)
 
 
@@ -359,6 +369,8 @@ BLOCKS: tuple[ResultBlock, ...] = (
     ResultBlock("rewrites", "python -m calo.bench tracking.experiment=rewrites "
                 "[precision.rewrite=false]", rewrites),
     ResultBlock("search", "python -m calo.search", search_front),
+    ResultBlock("search-ov", "python -m calo.search precision=int8_ov",
+                functools.partial(search_front, backend="int8_ov")),
 )
 
 
