@@ -24,6 +24,7 @@ __all__ = [
     "DataConfig",
     "DataSource",
     "EngineJobConfig",
+    "FloatDtype",
     "HardwareConfig",
     "LatentDistribution",
     "ModelConfig",
@@ -115,6 +116,14 @@ class ActivationScheme(StrEnum):
     asymmetric = "asymmetric"
 
 
+class FloatDtype(StrEnum):
+    """What int8_ov runs its float nodes in (those ``keep_fp32`` names, and any NNCF leaves
+    unquantized): float32, or bf16 (OpenVINO's inference precision hint, on CPUs with bf16)."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 @dataclass
 class PrecisionConfig:
     """How the fp32 generator is turned into an inference engine."""
@@ -126,6 +135,7 @@ class PrecisionConfig:
     calibration_seed: int = 0
     keep_fp32: list[str] = field(default_factory=list)  # int8_inc, _ov, _ort: names or regexes
     activations: ActivationScheme = ActivationScheme.symmetric  # int8_ov only
+    float_dtype: FloatDtype = FloatDtype.fp32  # int8_ov only: its float nodes' dtype
     fixed_batch_size: int = 64  # TFLite engines run this batch size only
     rewrite: bool = True  # fold BatchNorm and rewrite Conv2DTranspose first (calo.precision)
     profile: bool = False  # log the engine's per-op-type time breakdown (TF graph engines)
@@ -145,11 +155,13 @@ class PrecisionConfig:
             f"precision.fixed_batch_size must be positive, got {self.fixed_batch_size}",
         )
         self.backend, self.activations = Backend(self.backend), ActivationScheme(self.activations)
-        require(
-            self.activations is ActivationScheme.symmetric or self.backend is Backend.int8_ov,
-            f"precision.activations={self.activations.value} is an int8_ov option, not "
-            f"{self.backend.value}'s: drop it or use precision=int8_ov",
-        )
+        self.float_dtype = FloatDtype(self.float_dtype)
+        for key, default in (("activations", ActivationScheme.symmetric),
+                             ("float_dtype", FloatDtype.fp32)):
+            value = getattr(self, key)
+            require(value is default or self.backend is Backend.int8_ov,
+                    f"precision.{key}={value.value} is an int8_ov option, not "
+                    f"{self.backend.value}'s: drop it or use precision=int8_ov")
 
 
 @dataclass

@@ -63,6 +63,7 @@ def test_misspelled_option_lists_the_available_ones(compose_run) -> None:
         ("precision.calibration_size=0", "calibration_size must be positive"),
         ("physics.energy_bins=[300,200]", "increasing"),
         ("precision.activations=asymmetric", "is an int8_ov option, not"),
+        ("precision.float_dtype=bf16", "float_dtype=bf16 is an int8_ov option"),
     ],
 )
 def test_bad_values_are_one_line_errors(compose_run, override: str, message: str | None) -> None:

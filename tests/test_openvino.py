@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from calo.bench.worker import RoundRequest, StreamPool
-from calo.config import ActivationScheme, Backend, HardwareConfig
+from calo.config import ActivationScheme, Backend, FloatDtype, HardwareConfig
 from calo.errors import CaloError
 from calo.hw import Machine, resolve_topology
 from calo.model.generator import build_generator
@@ -139,6 +139,25 @@ def test_asymmetric_activations_put_a_zero_point_inside_the_range(
     assert loaded.counts()["int8_nodes"] == engine.counts()["int8_nodes"] >= 25
     expected = generator(network_input, training=False).numpy()
     assert relative_error(loaded.predict(network_input), expected) <= 0.08
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 arithmetic")
+def test_float_nodes_of_int8_run_in_bf16_when_asked(generator, io, tmp_path: Path) -> None:
+    engine = build_engine(generator, io, precision(Backend.int8_ov, keep_fp32=["xy4_conv"],
+                                                   float_dtype=FloatDtype.bf16))
+    loaded = load_engine(engine.save(tmp_path / "engine"))
+    assert loaded.details["inference_precision"] == "bf16"
+    precisions = loaded.precision_details()["node_precision"]
+    assert precisions["xy4_conv/Conv2D"] == "bf16"
+    assert precisions["zx4_conv/Conv2D"] == "int8"
+
+
+def test_bf16_float_nodes_on_a_cpu_without_bf16_are_refused(generator, io, monkeypatch) -> None:
+    monkeypatch.setattr("calo.hw.topology.detect_machine",
+                        lambda: Machine("test CPU", (0,), ("avx2", "avx512f", "avx512_vnni")))
+    with pytest.raises(CaloError, match="float_dtype=bf16 needs a CPU with AVX512_BF16") as error:
+        build_engine(generator, io, precision(Backend.int8_ov, float_dtype=FloatDtype.bf16))
+    assert "use precision.float_dtype=fp32" in str(error.value) and "\n" not in str(error.value)
 
 
 def int8_weight_peaks(engine) -> list[int]:

@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 
 from calo.config import ActivationScheme, PrecisionConfig
 from calo.errors import CaloError, one_line
-from calo.hw import detect_machine
+from calo.hw import detect_machine, require_bf16
 from calo.model.io import NetworkIO
 from calo.precision.calibration import CalibrationLoader, require_calibration
 from calo.precision.engine import Engine, NodeInfo
@@ -254,6 +254,7 @@ def build_openvino_engine(graph: Graph, io: NetworkIO, cfg: PrecisionConfig, kin
                "kept_fp32": kept}
     if kind == "int8":
         details["activations"] = cfg.activations.value
+        details["float_dtype"] = cfg.float_dtype.value
         details["weights_7bit"] = "first layer" if detect_machine().has_vnni else "every layer"
     engine = engine_class(model, io, details)
     engine.details.update(engine.precision_details())
@@ -279,8 +280,9 @@ class OpenVINOEngine(Engine):
     def __init__(self, model, io: NetworkIO, details: dict[str, Any] | None = None) -> None:
         super().__init__(io, details=details)
         self.model = model
+        self.inference_precision = self.inference_hint()
         ov = import_openvino()
-        config = {"INFERENCE_PRECISION_HINT": self.hint, "NUM_STREAMS": 1,
+        config = {"INFERENCE_PRECISION_HINT": self.inference_precision, "NUM_STREAMS": 1,
                   "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_NUM_THREADS": len(os.sched_getaffinity(0))}
         try:
@@ -294,6 +296,10 @@ class OpenVINOEngine(Engine):
         if shape.rank.get_length() != 2 or shape[1].get_length() != io.latent_dim:
             raise CaloError(f"the {self.backend} model takes input {shape}, not "
                             f"(batch, {io.latent_dim}): save the engine again")
+
+    def inference_hint(self) -> Hint:
+        """The inference precision the CPU plugin is given (the class's)."""
+        return self.hint
 
     @classmethod
     def load(cls, folder: Path, meta: dict[str, Any]) -> OpenVINOEngine:
@@ -363,7 +369,7 @@ class OpenVINOEngine(Engine):
                      for dtype in sorted(set(precision.values()) | {"fp32"})},
                   **{f"kernels_{op.lower()}_{dtype}": count
                      for (op, dtype), count in sorted(runtime.items())}}
-        return {"node_precision": precision, "inference_precision": self.hint,
+        return {"node_precision": precision, "inference_precision": self.inference_precision,
                 "counts": counts}
 
     def memory_bytes(self) -> int:
@@ -384,7 +390,16 @@ class BF16OVEngine(OpenVINOEngine):
 
 class INT8OVEngine(OpenVINOEngine):
     backend = "int8_ov"
-    hint = "f32"  # what NNCF left in float (precision.keep_fp32) stays float32
+    hint = "f32"  # what NNCF left in float (precision.keep_fp32) stays float32 ...
+
+    def inference_hint(self) -> Hint:
+        """... unless built with ``precision.float_dtype=bf16``: then the float nodes run in
+        bf16, where the CPU has it (a one-line error where it has not)."""
+        if self.details.get("float_dtype") != "bf16":
+            return "f32"
+        require_bf16("an int8_ov engine with precision.float_dtype=bf16",
+                     "precision.float_dtype=fp32")
+        return "bf16"
 
 
 # --- loading safely ---------------------------------------------------------------------

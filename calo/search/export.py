@@ -13,7 +13,7 @@ import yaml
 from omegaconf import DictConfig
 
 from calo.cli import exit_on_user_error
-from calo.config import ActivationScheme, Backend, PrecisionConfig, to_settings
+from calo.config import ActivationScheme, Backend, FloatDtype, PrecisionConfig, to_settings
 from calo.errors import CaloError
 from calo.paths import CONFIG_DIR
 from calo.search.settings import SearchJobConfig, SearchMode, SearchPhysics, SearchSpeed
@@ -27,11 +27,11 @@ _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 def _calibration_overrides(precision: PrecisionConfig) -> list[str]:
-    """``precision.*`` overrides for the calibration settings (and int8_ov's activations) that
+    """``precision.*`` overrides for the calibration settings (and int8_ov's own two) that
     differ from those of the precision option named after the backend."""
     default = _backend_option(precision.backend)
     overrides = []
-    for key in ("calibration_size", "calibration_seed", "rewrite", "activations"):
+    for key in ("calibration_size", "calibration_seed", "rewrite", "activations", "float_dtype"):
         if getattr(precision, key) != getattr(default, key):
             overrides.append(f"precision.{key}={str(getattr(precision, key)).lower()}")
     if precision.calibration_energy != default.calibration_energy:
@@ -64,6 +64,7 @@ def option_text(name: str, keep_fp32: Sequence[str], setup: Mapping[str, Any],
     calibration = setup["calibration"]
     energy = ", ".join(f"{value:g}" for value in calibration["energy"])
     activations = setup.get("activations", ActivationScheme.symmetric.value)
+    float_dtype = setup.get("float_dtype", FloatDtype.fp32.value)
     return "\n".join([
         f"{MARKER}: {note}",
         "defaults:",
@@ -73,6 +74,7 @@ def option_text(name: str, keep_fp32: Sequence[str], setup: Mapping[str, Any],
         f"name: {name}",
         f"backend: {setup.get('backend', Backend.int8_inc.value)}",
         *([f"activations: {activations}"] if activations != ActivationScheme.symmetric else []),
+        *([f"float_dtype: {float_dtype}"] if float_dtype != FloatDtype.fp32 else []),
         f"calibration_size: {calibration['size']}",
         f"calibration_energy: [{energy}]",
         f"calibration_seed: {calibration['seed']}",

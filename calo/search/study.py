@@ -165,6 +165,7 @@ def search_setup(settings: SearchJobConfig) -> dict[str, Any]:
         "n_showers": search.n_showers, "batch_size": search.batch_size, "seed": settings.seed,
         "hw": {"threads": settings.hw.threads, "streams": settings.hw.streams},
         "backend": precision.backend.value, "activations": precision.activations.value,
+        "float_dtype": precision.float_dtype.value,
         "calibration": {"size": precision.calibration_size,
                         "energy": list(precision.calibration_energy),
                         "seed": precision.calibration_seed, "rewrite": precision.rewrite},
