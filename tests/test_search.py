@@ -15,7 +15,13 @@ from calo.errors import CaloError
 from calo.precision.inc import resolve_keep_fp32
 from calo.search.export import MARKER, option_text, reproduce_overrides, save_option
 from calo.search.pareto import TrialRow, pareto_front, plain_int8, select
-from calo.search.settings import SearchConfig, SearchGranularity, SearchMode, SearchSpeed
+from calo.search.settings import (
+    SearchConfig,
+    SearchGranularity,
+    SearchMode,
+    SearchPhysics,
+    SearchSpeed,
+)
 from calo.search.space import SearchSpace
 from calo.search.study import SETUP_ATTR, SPACE_ATTR, check_study, open_storage, open_study
 
@@ -73,6 +79,20 @@ def row(number: int, distance: float, speed: float, svn: float = 1.0,
         keep: tuple[str, ...] = ("xy0_conv",)) -> TrialRow:
     return TrialRow(number, keep, svn=svn, pixel=distance, latency_ms=100.0 / speed,
                     throughput=10.0 * speed, speedup=speed, distance=distance, speed=speed)
+
+
+def test_the_front_plot_names_the_searched_precision_and_its_comparisons() -> None:
+    from calo.search.front_plot import plot_front
+
+    search = SearchConfig(physics=SearchPhysics.pixel)
+    rows = [row(0, 0.06, 2.5, keep=()), row(1, 0.01, 2.2)]
+    selection = select(rows, plain_int8(rows), fp32_svn=1.0, search=search)
+    others = {"int8_ov": {"speed": 2.1, "pixel": 0.08, "svn": 1.0}}
+    figure = plot_front(rows, pareto_front(rows, search.speed), selection, search, others,
+                        searched="int8_ov")
+    labels = [text.get_text() for ax in figure.axes for text in ax.get_legend().get_texts()]
+    assert "plain int8_ov (no node kept)" in labels and "int8_ov" in labels
+    assert "80 % of plain int8_ov (no node kept)'s speed" in labels
 
 
 def test_pareto_front_keeps_the_undominated_fastest_first() -> None:

@@ -329,9 +329,9 @@ def search_front(store: RunStore, backend: str = "int8_inc") -> BlockResult | No
     """The latest search over ``backend``'s nodes: its Pareto front (its trial table's front
     rows), the points it was compared with, its chosen point and its figure
     (docs/search_pareto_front.png; docs/search_<backend>_pareto_front.png for another
-    backend). A search that did not tag its backend was an int8_inc one."""
+    backend), told apart by the parent run's ``precision.backend`` parameter."""
     parent = store.latest(None, {"search_role": "search"},
-                          lambda run: run.tags.get("search/backend", "int8_inc") == backend)
+                          lambda run: run.params.get("precision.backend") == backend)
     if parent is None:
         return None
     table = store.json(parent, "search/trials.json")

@@ -67,9 +67,9 @@ def plot_front(rows: Sequence[TrialRow], front: Sequence[TrialRow], selection: S
         svn_ax.axhline((1 + search.physics_tolerance) * selection.fp32_svn, ls="--", c="0.3",
                        label=f"fp32 SVN + {100 * search.physics_tolerance:.0f} %")
         if selection.plain is not None and search.mode is SearchMode.multi:
-            fraction, plain = search.min_speed_fraction, selection.plain.speed
-            svn_ax.axvline(plain / fraction if search.speed is SearchSpeed.latency
-                           else plain * fraction, ls=":", c="0.3",
+            fraction, plain_speed = search.min_speed_fraction, selection.plain.speed
+            svn_ax.axvline(plain_speed / fraction if search.speed is SearchSpeed.latency
+                           else plain_speed * fraction, ls=":", c="0.3",
                            label=f"{100 * fraction:.0f} % of {plain}'s speed")
         for ax in axes[0]:
             ax.legend(fontsize="x-small", loc="best")

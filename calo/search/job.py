@@ -112,7 +112,6 @@ def open_search(cfg: DictConfig, settings: SearchJobConfig, topology: Topology,
              count(study, TrialState.COMPLETE))
     evaluator = Evaluator(generator, settings, topology, load_reference(settings.data), folder)
     tags = {"search_role": "search", "search/study": study.study_name,
-            "search/backend": backend.value,
             "search/storage": safe_url(url), "generator_trained": str(trained).lower()}
     job = SearchJob(cfg, settings, study, space, generator, graph, evaluator,
                     parent_tags=tags)
