@@ -243,6 +243,18 @@ def test_a_study_remembers_its_space_and_refuses_another(storage) -> None:
     assert again.user_attrs[SETUP_ATTR] == {"n_showers": 100}
 
 
+def test_a_study_recorded_before_setups_named_the_precision_resumes_as_int8_inc(storage) -> None:
+    search = SearchConfig()
+    study, _ = open_study(storage, "old", search)
+    node = {"fingerprint": space().fingerprint(), "space": space().describe()}
+    check_study(study, node, {"n_showers": 100}, search, "sqlite:///x")  # an older setup
+    now = {"n_showers": 100, "backend": "int8_inc", "activations": "symmetric",
+           "float_dtype": "fp32"}
+    check_study(study, node, now, search, "sqlite:///x")
+    with pytest.raises(CaloError, match="backend: 'int8_inc' there, 'int8_ov' here"):
+        check_study(study, node, {**now, "backend": "int8_ov"}, search, "sqlite:///x")
+
+
 def test_a_study_with_other_objectives_is_refused(storage) -> None:
     study, _ = open_study(storage, "s", SearchConfig())
     single = SearchConfig(mode=SearchMode.single, latency_budget_ms=10.0)

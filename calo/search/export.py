@@ -17,6 +17,7 @@ from calo.config import ActivationScheme, Backend, FloatDtype, PrecisionConfig, 
 from calo.errors import CaloError
 from calo.paths import CONFIG_DIR
 from calo.search.settings import SearchJobConfig, SearchMode, SearchPhysics, SearchSpeed
+from calo.search.study import SETUP_BEFORE_PRECISION
 
 __all__ = ["MARKER", "main", "option_text", "reproduce_overrides", "save_option",
            "save_study_option"]
@@ -60,11 +61,11 @@ def option_text(name: str, keep_fp32: Sequence[str], setup: Mapping[str, Any],
                 note: str) -> str:
     """The YAML of a precision option: the study's backend (and activations) with ``keep_fp32``
     and the study's calibration settings (``search_setup()``); ``note`` says where it comes
-    from. A study recorded before it named its backend was an int8_inc one."""
+    from (a study recorded before its setup named the precision: SETUP_BEFORE_PRECISION)."""
+    setup = {**SETUP_BEFORE_PRECISION, **setup}
     calibration = setup["calibration"]
     energy = ", ".join(f"{value:g}" for value in calibration["energy"])
-    activations = setup.get("activations", ActivationScheme.symmetric.value)
-    float_dtype = setup.get("float_dtype", FloatDtype.fp32.value)
+    activations, float_dtype = setup["activations"], setup["float_dtype"]
     return "\n".join([
         f"{MARKER}: {note}",
         "defaults:",
@@ -72,7 +73,7 @@ def option_text(name: str, keep_fp32: Sequence[str], setup: Mapping[str, Any],
         "  - _self_",
         "",
         f"name: {name}",
-        f"backend: {setup.get('backend', Backend.int8_inc.value)}",
+        f"backend: {setup['backend']}",
         *([f"activations: {activations}"] if activations != ActivationScheme.symmetric else []),
         *([f"float_dtype: {float_dtype}"] if float_dtype != FloatDtype.fp32 else []),
         f"calibration_size: {calibration['size']}",

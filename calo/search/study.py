@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 SPACE_ATTR = "search_space"  # the space's fingerprint and description
 SETUP_ATTR = "search_setup"  # what the trials' numbers depend on besides the space
+# What a study recorded before its setup named the precision was measured with.
+SETUP_BEFORE_PRECISION = {"backend": "int8_inc", "activations": "symmetric",
+                          "float_dtype": "fp32"}
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 FP32_SVN_ATTR = "fp32_svn"  # fp32's SVN on the trials' inputs, the chosen point's yardstick
 STORAGE_ATTEMPTS = 3  # processes that create a new storage together collide once
@@ -207,6 +210,9 @@ def check_study(study: optuna.Study, space: dict[str, Any], setup: dict[str, Any
                         f"{space['space']['granularity']}, {len(space['space']['switches'])}): "
                         "choose another search.study")
     found_setup = study.user_attrs.get(SETUP_ATTR)
+    if found_setup is not None:
+        found_setup = {**{key: value for key, value in SETUP_BEFORE_PRECISION.items()
+                          if key in setup}, **found_setup}
     if found_setup is not None and found_setup != setup:
         differences = "; ".join(_differences(found_setup, setup))
         raise CaloError(f"{where} was measured with other settings ({differences}): choose "
