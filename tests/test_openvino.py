@@ -6,6 +6,7 @@ workers, and bad input is a one-line error."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -152,12 +153,20 @@ def test_float_nodes_of_int8_run_in_bf16_when_asked(generator, io, tmp_path: Pat
     assert precisions["zx4_conv/Conv2D"] == "int8"
 
 
-def test_bf16_float_nodes_on_a_cpu_without_bf16_are_refused(generator, io, monkeypatch) -> None:
+def test_bf16_float_nodes_on_a_cpu_without_bf16_are_refused(engines, generator, io, monkeypatch,
+                                                           tmp_path: Path) -> None:
+    """Before calibrating, and when an engine built with them elsewhere is loaded here."""
+    folder = engine_for(engines, generator, io, Backend.int8_ov).save(tmp_path / "engine")
+    meta = json.loads((folder / "engine.json").read_text())
+    meta["details"]["float_dtype"] = "bf16"
+    (folder / "engine.json").write_text(json.dumps(meta))
     monkeypatch.setattr("calo.hw.topology.detect_machine",
                         lambda: Machine("test CPU", (0,), ("avx2", "avx512f", "avx512_vnni")))
     with pytest.raises(CaloError, match="float_dtype=bf16 needs a CPU with AVX512_BF16") as error:
         build_engine(generator, io, precision(Backend.int8_ov, float_dtype=FloatDtype.bf16))
     assert "use precision.float_dtype=fp32" in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(CaloError, match="float_dtype=bf16 needs a CPU with AVX512_BF16"):
+        load_engine(folder)
 
 
 def int8_weight_peaks(engine) -> list[int]:

@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import NDArray
 
-from calo.config import ActivationScheme, PrecisionConfig
+from calo.config import ActivationScheme, FloatDtype, PrecisionConfig
 from calo.errors import CaloError, one_line
 from calo.hw import detect_machine, require_bf16
 from calo.model.io import NetworkIO
@@ -59,6 +59,7 @@ MODEL_XML = "model.xml"
 MODEL_BIN = "model.bin"
 OPENVINO_PINS = "openvino==2026.4.1 nncf==3.4.0"
 CALIBRATION_BATCH = 64
+BF16_FLOATS = "an int8_ov engine with precision.float_dtype=bf16"
 
 # Every layer type in the IR calo saves, collected from their XML: fp32 (also what bf16_ov
 # saves: bf16 is a compile-time hint) and NNCF's int8, with and without precision.keep_fp32,
@@ -240,6 +241,8 @@ def build_openvino_engine(graph: Graph, io: NetworkIO, cfg: PrecisionConfig, kin
     """Convert the inference graph; ``kind`` int8 quantizes it with NNCF (keeping
     ``cfg.keep_fp32`` in float32), bf16 compiles it with the bf16 inference precision hint."""
     require_openvino(f"{kind}_ov")
+    if kind == "int8" and cfg.float_dtype is FloatDtype.bf16:  # before calibrating, not after
+        require_bf16(BF16_FLOATS, "precision.float_dtype=fp32")
     model, quantizable = convert(graph)
     kept: list[str] = []
     if kind == "int8":
@@ -397,8 +400,7 @@ class INT8OVEngine(OpenVINOEngine):
         bf16, where the CPU has it (a one-line error where it has not)."""
         if self.details.get("float_dtype") != "bf16":
             return "f32"
-        require_bf16("an int8_ov engine with precision.float_dtype=bf16",
-                     "precision.float_dtype=fp32")
+        require_bf16(BF16_FLOATS, "precision.float_dtype=fp32")
         return "bf16"
 
 
