@@ -56,6 +56,14 @@ def external_weights(model: onnx.ModelProto) -> None:
     tensor.external_data.add(key="location", value="/etc/passwd")
 
 
+def external_sparse_weights(model: onnx.ModelProto) -> None:
+    values = helper.make_tensor("w", onnx.TensorProto.FLOAT, [1], [0.0])
+    values.data_location = onnx.TensorProto.EXTERNAL
+    values.external_data.add(key="location", value="../../secret.bin")
+    indices = helper.make_tensor("i", onnx.TensorProto.INT64, [1], [0])
+    model.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [4]))
+
+
 def custom_op(model: onnx.ModelProto) -> None:
     model.graph.node[0].domain = "com.example.custom"
 
@@ -73,6 +81,7 @@ def function(model: onnx.ModelProto) -> None:
 
 @pytest.mark.parametrize(("tamper", "message"), [
     (external_weights, "in other files"),
+    (external_sparse_weights, "in other files"),
     (custom_op, "com.example.custom"),
     (unknown_op, "Loop ops"),
     (function, "defines functions"),
@@ -96,6 +105,15 @@ def test_a_missing_or_corrupt_model_file_is_one_line(engines, generator, io,
     (tmp_path / MODEL_FILE).unlink()
     with pytest.raises(CaloError, match=f"{MODEL_FILE} is missing"):
         load_engine(tmp_path)
+
+
+def test_a_model_for_other_inputs_is_one_line(engines, generator, io, tmp_path: Path) -> None:
+    model = saved(engines, generator, io, tmp_path)
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 7
+    (tmp_path / MODEL_FILE).write_bytes(model.SerializeToString())
+    with pytest.raises(CaloError, match="save the engine again") as error:
+        load_engine(tmp_path)
+    assert "\n" not in str(error.value) and str(tmp_path) in str(error.value)
 
 
 def test_onnxruntime_not_installed_is_a_one_line_error(monkeypatch) -> None:

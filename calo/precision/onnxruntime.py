@@ -221,7 +221,10 @@ def check_model(content: bytes, path: Path) -> None:
                         "again") from error
     if not model.graph.node:
         raise CaloError(f"{path}: not a valid ONNX model (no nodes): save the engine again")
-    external = [tensor.name for tensor in model.graph.initializer
+    tensors = [*model.graph.initializer,
+               *(part for sparse in model.graph.sparse_initializer
+                 for part in (sparse.values, sparse.indices))]
+    external = [tensor.name or "a sparse tensor" for tensor in tensors
                 if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data]
     if external:
         raise CaloError(f"{path} stores {op_names(external)} in other files, which no calo "
