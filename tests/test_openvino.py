@@ -175,14 +175,18 @@ def int8_weight_peaks(engine) -> list[int]:
             if op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "i8"]
 
 
-@pytest.mark.parametrize(("vnni", "every_layer"), [(True, False), (False, True)])
+@pytest.mark.parametrize(("vnni", "cap", "every_layer"), [
+    (True, None, False), (True, "AVX512_CORE_VNNI", False), (True, "AVX2", True),
+    (False, None, True)])
 def test_without_vnni_every_layer_gets_7_bit_weights(generator, io, monkeypatch, vnni: bool,
-                                                     every_layer: bool) -> None:
+                                                     cap: str | None, every_layer: bool) -> None:
     """AVX2's int8 kernels sum pairs of u8 x s8 products in 16 bits, which saturate: on a CPU
-    without VNNI NNCF's overflow fix halves every layer's weight range, not only the first's."""
+    without VNNI, or with oneDNN capped below it, NNCF's overflow fix halves every layer's
+    weight range, not only the first's."""
     isa = ("avx2", "avx512f", "avx512_vnni") if vnni else ("avx2",)
-    monkeypatch.setattr("calo.precision.openvino.detect_machine",
-                        lambda: Machine("test CPU", (0,), isa))
+    monkeypatch.setattr("calo.hw.topology.detect_machine", lambda: Machine("test CPU", (0,), isa))
+    if cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
     engine = build_engine(generator, io, precision(Backend.int8_ov))
     assert engine.details["weights_7bit"] == ("every layer" if every_layer else "first layer")
     peaks = int8_weight_peaks(engine)

@@ -5,9 +5,10 @@ from calo.hw.topology import (
     Topology,
     apply_topology,
     detect_machine,
+    int8_sums_in_32_bits,
     require_bf16,
     resolve_topology,
 )
 
-__all__ = ["Machine", "Topology", "apply_topology", "detect_machine", "require_bf16",
-           "resolve_topology"]
+__all__ = ["Machine", "Topology", "apply_topology", "detect_machine", "int8_sums_in_32_bits",
+           "require_bf16", "resolve_topology"]

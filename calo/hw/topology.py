@@ -13,8 +13,8 @@ from pathlib import Path
 from calo.config import HardwareConfig
 from calo.errors import CaloError
 
-__all__ = ["Machine", "Topology", "apply_topology", "detect_machine", "require_bf16",
-           "resolve_topology"]
+__all__ = ["Machine", "Topology", "apply_topology", "detect_machine", "int8_sums_in_32_bits",
+           "require_bf16", "resolve_topology"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16
 ISA_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
                     "AVX512_CORE_VNNI")
+# ... and below the first with VNNI
+ISA_WITHOUT_VNNI = ("SSE41", "AVX", "AVX2", "AVX512_CORE")
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,14 @@ def apply_topology(topology: Topology, cpus: tuple[int, ...] | None = None) -> N
         if current != len(cpus):
             log.warning("TensorFlow already runs with %d intra-op threads; %d requested "
                         "(thread settings apply only in a fresh process)", current, len(cpus))
+
+
+def int8_sums_in_32_bits() -> bool:
+    """Whether oneDNN's int8 kernels here (OpenVINO's too) accumulate u8 x s8 products in 32
+    bits (VNNI, AMX) rather than summing pairs in 16 bits, which saturate (AVX2, AVX-512
+    without VNNI): a CPU with VNNI, not capped below it (``ONEDNN_MAX_CPU_ISA``)."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    return detect_machine().has_vnni and cap not in ISA_WITHOUT_VNNI
 
 
 def require_bf16(what: str, instead: str) -> None:

@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 
 from calo.config import ActivationScheme, FloatDtype, PrecisionConfig
 from calo.errors import CaloError, one_line
-from calo.hw import detect_machine, require_bf16
+from calo.hw import int8_sums_in_32_bits, require_bf16
 from calo.model.io import NetworkIO
 from calo.precision.calibration import CalibrationLoader, require_calibration
 from calo.precision.engine import Engine, NodeInfo
@@ -209,10 +209,11 @@ def _quantize(model, calibration: NDArray[np.float32], ignored: list[str],
     which clips the high-energy showers (pixel-wise error 0.043 against 0.013 on the 2026-11
     generator) and depends on how the inputs are batched. ``ignored`` nodes stay in float.
 
-    On a CPU without VNNI every layer's weights get NNCF's overflow fix (7 bits, NNCF's default
-    does this for the first layer only): there the int8 kernels sum pairs of products in 16
-    bits, which saturate, and the full generator's showers came out 0.097 of their energy away
-    from fp32 pixel by pixel instead of 0.081 (0.236 instead of 0.08 on the tiny one)."""
+    On a CPU without VNNI (or oneDNN capped below it) every layer's weights get NNCF's overflow
+    fix (7 bits; NNCF's default does this for the first layer only): there the int8 kernels sum
+    pairs of products in 16 bits, which saturate, and the full generator's showers came out
+    0.097 of their energy away from fp32 pixel by pixel instead of 0.081 (0.236 instead of
+    0.08 on the tiny one)."""
     with _no_telemetry():
         import nncf
     from nncf.common.logging.logger import nncf_logger
@@ -223,7 +224,7 @@ def _quantize(model, calibration: NDArray[np.float32], ignored: list[str],
     batches = -(-len(calibration) // CALIBRATION_BATCH)
     ranges = AdvancedQuantizationParameters(
         activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
-        overflow_fix=None if detect_machine().has_vnni else OverflowFix.ENABLE)
+        overflow_fix=None if int8_sums_in_32_bits() else OverflowFix.ENABLE)
     level = nncf_logger.level
     nncf_logger.setLevel(logging.ERROR)  # NNCF logs advice at INFO and WARNING
     try:
@@ -258,7 +259,7 @@ def build_openvino_engine(graph: Graph, io: NetworkIO, cfg: PrecisionConfig, kin
     if kind == "int8":
         details["activations"] = cfg.activations.value
         details["float_dtype"] = cfg.float_dtype.value
-        details["weights_7bit"] = "first layer" if detect_machine().has_vnni else "every layer"
+        details["weights_7bit"] = "first layer" if int8_sums_in_32_bits() else "every layer"
     engine = engine_class(model, io, details)
     engine.details.update(engine.precision_details())
     if kind == "int8" and engine.details["counts"]["int8_nodes"] == 0:
