@@ -201,7 +201,7 @@ def convert(graph: Graph):
 
 
 def _quantize(model, calibration: NDArray[np.float32], ignored: list[str],
-              activations: ActivationScheme = ActivationScheme.symmetric):
+              activations: ActivationScheme, seven_bit_weights: bool):
     """NNCF's post-training quantization (int8, symmetric per-channel weights, fast bias
     correction; activations symmetric, NNCF's default ``performance`` preset, or asymmetric,
     its ``mixed`` one) with each activation's range the min and max over every calibration
@@ -209,11 +209,11 @@ def _quantize(model, calibration: NDArray[np.float32], ignored: list[str],
     which clips the high-energy showers (pixel-wise error 0.043 against 0.013 on the 2026-11
     generator) and depends on how the inputs are batched. ``ignored`` nodes stay in float.
 
-    On a CPU without VNNI (or oneDNN capped below it) every layer's weights get NNCF's overflow
-    fix (7 bits; NNCF's default does this for the first layer only): there the int8 kernels sum
-    pairs of products in 16 bits, which saturate, and the full generator's showers came out
-    0.097 of their energy away from fp32 pixel by pixel instead of 0.081 (0.236 instead of
-    0.08 on the tiny one)."""
+    ``seven_bit_weights``, on a CPU without VNNI (or oneDNN capped below it): every layer's
+    weights get NNCF's overflow fix (7 bits; NNCF's default does this for the first layer
+    only). There the int8 kernels sum pairs of products in 16 bits, which saturate, and the
+    full generator's showers came out 0.097 of their energy away from fp32 pixel by pixel
+    instead of 0.081 (0.236 instead of 0.08 on the tiny one)."""
     with _no_telemetry():
         import nncf
     from nncf.common.logging.logger import nncf_logger
@@ -224,7 +224,7 @@ def _quantize(model, calibration: NDArray[np.float32], ignored: list[str],
     batches = -(-len(calibration) // CALIBRATION_BATCH)
     ranges = AdvancedQuantizationParameters(
         activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
-        overflow_fix=None if int8_sums_in_32_bits() else OverflowFix.ENABLE)
+        overflow_fix=OverflowFix.ENABLE if seven_bit_weights else None)
     level = nncf_logger.level
     nncf_logger.setLevel(logging.ERROR)  # NNCF logs advice at INFO and WARNING
     try:
@@ -249,17 +249,18 @@ def build_openvino_engine(graph: Graph, io: NetworkIO, cfg: PrecisionConfig, kin
     if kind == "int8":
         require_calibration(calibration)
         kept = resolve_keep_fp32(cfg.keep_fp32, quantizable)
+        seven_bit_weights = not int8_sums_in_32_bits()
         log.info("quantizing to int8 with NNCF (%d calibration inputs, %s activations, %d of "
                  "%d weighted nodes kept in fp32)", len(calibration), cfg.activations.value,
                  len(kept), len(quantizable))
-        model = _quantize(model, calibration, kept, cfg.activations)
+        model = _quantize(model, calibration, kept, cfg.activations, seven_bit_weights)
     engine_class = {"fp32": FP32OVEngine, "bf16": BF16OVEngine, "int8": INT8OVEngine}[kind]
     details = {"rewrite": cfg.rewrite, "quantizable_nodes": [list(p) for p in quantizable],
                "kept_fp32": kept}
     if kind == "int8":
         details["activations"] = cfg.activations.value
         details["float_dtype"] = cfg.float_dtype.value
-        details["weights_7bit"] = "first layer" if int8_sums_in_32_bits() else "every layer"
+        details["weights_7bit"] = "every layer" if seven_bit_weights else "first layer"
     engine = engine_class(model, io, details)
     engine.details.update(engine.precision_details())
     if kind == "int8" and engine.details["counts"]["int8_nodes"] == 0:
