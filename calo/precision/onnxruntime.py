@@ -109,11 +109,11 @@ def build_ort_engine(graph: Graph, io: NetworkIO, cfg: PrecisionConfig,
                      calibration: NDArray[np.float32] | None) -> INT8ORTEngine:
     """Convert the inference graph and quantize it with ONNX Runtime, keeping
     ``cfg.keep_fp32`` in float32."""
+    require_onnxruntime()
+    require_calibration(calibration)
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    require_onnxruntime()
-    require_calibration(calibration)
     with tempfile.TemporaryDirectory(prefix="calo-ort-") as tmp:
         folder = Path(tmp)
         ready = convert(graph, folder)

@@ -9,7 +9,7 @@ import logging
 
 from optuna.trial import TrialState
 
-from calo.config import ActivationScheme, Backend, FloatDtype
+from calo.config import Backend, PrecisionConfig
 from calo.errors import CaloError
 from calo.search.job import SearchJob
 from calo.search.pareto import TrialRow, summarize_study
@@ -42,11 +42,11 @@ def _compare_backends(job: SearchJob) -> dict[str, dict[str, float]]:
         if (cached := job.study.user_attrs.get(key)) is not None:
             results[backend.value] = cached
             continue
-        # the backend as its own option has it: no node kept, int8_ov's defaults
+        # the backend as its own option has it: no node kept, the schema's int8_ov settings
         precision, child_cfg = job.child_precision(name=backend.value, backend=backend,
                                                      keep_fp32=[],
-                                                     activations=ActivationScheme.symmetric,
-                                                     float_dtype=FloatDtype.fp32,
+                                                     activations=PrecisionConfig.activations,
+                                                     float_dtype=PrecisionConfig.float_dtype,
                                                      fixed_batch_size=search.batch_size)
         log.info("comparison: measuring %s as the trials are measured", backend.value)
         try:

@@ -13,7 +13,7 @@ import yaml
 from omegaconf import DictConfig
 
 from calo.cli import exit_on_user_error
-from calo.config import ActivationScheme, Backend, FloatDtype, PrecisionConfig, to_settings
+from calo.config import Backend, PrecisionConfig, to_settings
 from calo.errors import CaloError
 from calo.paths import CONFIG_DIR
 from calo.search.settings import SearchJobConfig, SearchMode, SearchPhysics, SearchSpeed
@@ -74,8 +74,8 @@ def option_text(name: str, keep_fp32: Sequence[str], setup: Mapping[str, Any],
         "",
         f"name: {name}",
         f"backend: {setup['backend']}",
-        *([f"activations: {activations}"] if activations != ActivationScheme.symmetric else []),
-        *([f"float_dtype: {float_dtype}"] if float_dtype != FloatDtype.fp32 else []),
+        *([f"activations: {activations}"] if activations != PrecisionConfig.activations else []),
+        *([f"float_dtype: {float_dtype}"] if float_dtype != PrecisionConfig.float_dtype else []),
         f"calibration_size: {calibration['size']}",
         f"calibration_energy: [{energy}]",
         f"calibration_seed: {calibration['seed']}",
