@@ -4,6 +4,7 @@ and the JAX backend's weights loaded back under TensorFlow."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -226,9 +227,10 @@ def test_two_workers_train_like_one_process(tmp_path: Path) -> None:
 def _assert_same_training(actual: np.ndarray, expected: np.ndarray, key: str) -> None:
     """Equal up to float noise. Adam scales a step by 1/sqrt(v), so a weight whose gradient is
     nearly zero can move by up to one learning rate on rounding alone: allow that for a few
-    weights in a thousand, and require the rest to agree tightly."""
-    close = np.isclose(actual, expected, rtol=1e-3, atol=1e-4)
-    assert close.mean() > 0.999, f"{key}: {np.count_nonzero(~close)} of {close.size} differ"
+    weights in a thousand (rounded up, so a 500-weight kernel may have two), and require the
+    rest to agree tightly."""
+    differ = np.count_nonzero(~np.isclose(actual, expected, rtol=1e-3, atol=1e-4))
+    assert differ <= math.ceil(3e-3 * actual.size), f"{key}: {differ} of {actual.size} differ"
     np.testing.assert_allclose(actual, expected, atol=2 * 5e-4, err_msg=key)
 
 
