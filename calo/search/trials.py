@@ -126,8 +126,8 @@ def _sample(job: SearchJob, trial: optuna.Trial) -> tuple[list[str], list[str]]:
     for key, value in (("keep_fp32", patterns), ("kept_nodes", kept),
                        ("worker", f"{platform.node()}:{os.getpid()}")):
         trial.set_user_attr(key, value)
-    log.info("trial %d: %d of %d quantizable nodes kept in fp32 %s", trial.number, len(kept),
-             len(space.quantizable), patterns)
+    log.info("trial %d: %d of %d quantizable nodes kept in %s %s", trial.number, len(kept),
+             len(space.quantizable), job.settings.precision.float_dtype.value, patterns)
     return kept, patterns
 
 
