@@ -291,7 +291,7 @@ class BenchConfig:
     precisions: list[str] = field(
         default_factory=lambda: ["fp32", "int8_inc", "bf16_inc", "fp16_tflite", "int8_tflite",
                                  "fp32_ov", "bf16_ov", "int8_ov", "int8_ov_accurate",
-                                 "int8_ort"])
+                                 "int8_ov_accurate_bf16", "int8_ort"])
     # ... and the pixel-wise difference of each to fp32 over this many showers (0: none)
     pixelwise_showers: int = 1000
 
