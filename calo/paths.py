@@ -3,13 +3,14 @@ never against the working directory (Hydra may run jobs from elsewhere)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["PROJECT_ROOT", "CONFIG_DIR", "atomic_path", "resolve"]
+__all__ = ["PROJECT_ROOT", "CONFIG_DIR", "atomic_path", "file_sha256", "resolve"]
 
 PROJECT_ROOT = Path(os.environ.get("CALO_ROOT", Path(__file__).resolve().parents[1]))
 CONFIG_DIR = PROJECT_ROOT / "conf"
@@ -19,6 +20,15 @@ def resolve(path: str | os.PathLike[str]) -> Path:
     """``path`` itself if absolute (after ``~`` expansion), else under the project root."""
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @contextmanager

@@ -23,7 +23,14 @@ from calo.search.settings import (
     SearchSpeed,
 )
 from calo.search.space import SearchSpace
-from calo.search.study import SETUP_ATTR, SPACE_ATTR, check_study, open_storage, open_study
+from calo.search.study import (
+    SETUP_ATTR,
+    SPACE_ATTR,
+    check_study,
+    open_storage,
+    open_study,
+    search_setup,
+)
 
 # Neural Compressor's quantizable nodes of the generator, in its order.
 NODES = ([("seed_dense/MatMul", "MatMul")]
@@ -253,6 +260,26 @@ def test_a_study_recorded_before_setups_named_the_precision_resumes_as_int8_inc(
     check_study(study, node, now, search, "sqlite:///x")
     with pytest.raises(CaloError, match="backend: 'int8_inc' there, 'int8_ov' here"):
         check_study(study, node, {**now, "backend": "int8_ov"}, search, "sqlite:///x")
+
+
+def test_the_setup_knows_the_weights_by_their_content_and_the_isa_cap(compose_run,
+                                                                       tmp_path: Path) -> None:
+    """Retrained weights saved under the same path, or oneDNN capped, make another study."""
+    from calo.config import to_settings
+
+    weights = tmp_path / "generator.weights.h5"
+
+    def setup(*overrides: str) -> dict:
+        return search_setup(to_settings(compose_run(f"model.weights={weights}", *overrides,
+                                                    config_name="search")))
+
+    weights.write_bytes(b"first training")
+    first = setup()
+    assert setup() == first
+    weights.write_bytes(b"second training")
+    assert setup()["weights_sha256"] != first["weights_sha256"]
+    assert setup("hw.max_isa=AVX2")["hw"]["max_isa"] == "AVX2"
+    assert setup()["hw"]["max_isa"] is None
 
 
 def test_a_study_with_other_objectives_is_refused(storage) -> None:

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from calo.config import TrackingConfig
 from calo.errors import CaloError, one_line
-from calo.paths import resolve
+from calo.paths import file_sha256, resolve
 from calo.search.settings import (
     SearchConfig,
     SearchJobConfig,
@@ -28,6 +28,7 @@ from calo.search.settings import (
     SearchSampler,
     SearchSpeed,
 )
+from calo.tracking.registry import is_registry_uri
 
 __all__ = ["FP32_SVN_ATTR", "PARENT_RUN_ATTR", "SETUP_ATTR", "SPACE_ATTR", "EnqueuedFirstNSGAII",
            "check_study", "count", "directions", "make_sampler", "open_storage", "open_study",
@@ -160,13 +161,15 @@ def search_setup(settings: SearchJobConfig) -> dict[str, Any]:
     search, precision = settings.search, settings.precision
     return {
         "model": settings.model.name, "weights": settings.model.weights,
+        "weights_sha256": _weights_sha256(settings.model.weights),
         "latent_distribution": settings.model.latent_distribution.value,
         "data": {"source": settings.data.source.value, "n_showers": settings.data.n_showers,
                  "seed": settings.data.seed, "path": settings.data.path},
         "physics": search.physics.value, "speed": search.speed.value, "mode": search.mode.value,
         "latency_budget_ms": search.latency_budget_ms,
         "n_showers": search.n_showers, "batch_size": search.batch_size, "seed": settings.seed,
-        "hw": {"threads": settings.hw.threads, "streams": settings.hw.streams},
+        "hw": {"threads": settings.hw.threads, "streams": settings.hw.streams,
+               "max_isa": settings.hw.max_isa},
         "backend": precision.backend.value, "activations": precision.activations.value,
         "float_dtype": precision.float_dtype.value,
         "calibration": {"size": precision.calibration_size,
@@ -174,6 +177,16 @@ def search_setup(settings: SearchJobConfig) -> dict[str, Any]:
                         "seed": precision.calibration_seed, "rewrite": precision.rewrite},
         "energy_bins": list(settings.physics.energy_bins),
     }
+
+
+def _weights_sha256(location: str | None) -> str | None:
+    """The content of a weights file, so that retrained weights under the same path make another
+    study; None for a registry version (immutable), no weights or a file not there (loading it
+    then says what is wrong)."""
+    if location is None or is_registry_uri(location):
+        return None
+    path = resolve(location)
+    return file_sha256(path) if path.is_file() else None
 
 
 def _differences(found: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
