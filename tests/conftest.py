@@ -36,6 +36,11 @@ TINY_TRAIN = ["model=tiny", "data.n_showers=120", "train.batch_size=20",
               "train.validation_showers=20", "train.checkpoint_every=3", "train.generator_steps=1"]
 # The tiny generator built directly, without composing a run.
 TINY_MODEL = ModelConfig(name="tiny", path_filters=[4, 8, 8, 4, 8, 8, 4, 4])
+# Neural Compressor's quantizable nodes of the full generator's rewritten graph, in its order.
+GENERATOR_NODES = ([("seed_dense/MatMul", "MatMul")]
+                   + [(f"{path}{block}_conv/Conv2D", "Conv2D") for path in ("xy", "zx", "yz")
+                      for block in range(9)]
+                   + [("paths/concat", "ConcatV2"), ("combine_conv/Conv2D", "Conv2D")])
 # Neural Compressor's int8 graphs run on TensorFlow's oneDNN int8 kernels, which need AVX-512:
 # on an AVX2-only CPU calo refuses int8_inc (calo.precision.inc.require_int8), so the tests that
 # build or run one are skipped there, saying why.

@@ -8,9 +8,11 @@ from hydra.errors import ConfigCompositionException
 
 from calo.config import Backend, DataSource, FloatDtype, RunConfig, to_settings
 from calo.errors import CaloError, one_line
-from calo.model.generator import LAST, PATH, PERMUTATIONS
+from calo.model.generator import PERMUTATIONS
 from calo.paths import CONFIG_DIR
 from calo.precision.inc import resolve_keep_fp32
+
+from .conftest import GENERATOR_NODES
 
 GROUPS = ["model", "precision", "hw", "data", "tracking"]
 REQUIRED = {"data/eleescan": ["data.path=/some/files/*.h5"],
@@ -30,24 +32,15 @@ def test_every_option_composes(compose_run, group: str) -> None:
         assert getattr(settings, group).name == option
 
 
-def full_generator_nodes() -> list[tuple[str, str]]:
-    """The weighted nodes of the full generator's inference graph, named as the int8 backends
-    name them: (node, op type)."""
-    convs = [(f"{path}{index}_conv/conv2d_transpose", "Conv2DBackpropInput") if spec.transposed
-             else (f"{path}{index}_conv/Conv2D", "Conv2D")
-             for path in PERMUTATIONS for index, spec in enumerate((*PATH, LAST))]
-    return [("seed_dense/MatMul", "MatMul"), *convs, ("combine_conv/Conv2D", "Conv2D")]
-
-
 def test_every_keep_fp32_option_selects_nodes_of_the_full_generator(compose_run) -> None:
     for option in options("precision"):
         patterns = to_settings(compose_run(f"precision={option}")).precision.keep_fp32
-        assert len(resolve_keep_fp32(patterns, full_generator_nodes())) >= len(patterns)
+        assert len(resolve_keep_fp32(patterns, GENERATOR_NODES)) >= len(patterns)
 
 
 def test_int8_ov_accurate_bf16_keeps_the_last_seven_convolutions_in_bf16(compose_run) -> None:
     precision = to_settings(compose_run("precision=int8_ov_accurate_bf16")).precision
-    kept = resolve_keep_fp32(precision.keep_fp32, full_generator_nodes())
+    kept = resolve_keep_fp32(precision.keep_fp32, GENERATOR_NODES)
     assert sorted(name.split("/")[0] for name in kept) == sorted(
         ["combine_conv", *(f"{path}{index}_conv" for path in PERMUTATIONS for index in (7, 8))])
     assert precision.backend is Backend.int8_ov and precision.float_dtype is FloatDtype.bf16

@@ -32,15 +32,11 @@ from calo.search.study import (
     search_setup,
 )
 
-# Neural Compressor's quantizable nodes of the generator, in its order.
-NODES = ([("seed_dense/MatMul", "MatMul")]
-         + [(f"{path}{block}_conv/Conv2D", "Conv2D") for path in ("xy", "zx", "yz")
-            for block in range(9)]
-         + [("paths/concat", "ConcatV2"), ("combine_conv/Conv2D", "Conv2D")])
+from .conftest import GENERATOR_NODES
 
 
 def space(granularity: str = "node") -> SearchSpace:
-    return SearchSpace.from_nodes(NODES, SearchGranularity(granularity))
+    return SearchSpace.from_nodes(GENERATOR_NODES, SearchGranularity(granularity))
 
 
 @pytest.mark.parametrize(("granularity", "switches"), [
@@ -53,7 +49,7 @@ def test_switches_cover_every_quantizable_node_once(granularity: str, switches) 
     names = [switch.name for switch in found]
     assert names == switches if isinstance(switches, list) else len(names) == switches
     nodes = [node for switch in found for node in switch.nodes]
-    assert sorted(nodes) == sorted(name for name, _ in NODES)
+    assert sorted(nodes) == sorted(name for name, _ in GENERATOR_NODES)
 
 
 def test_a_path_switch_keeps_its_nine_blocks_and_nothing_else() -> None:
@@ -65,7 +61,8 @@ def test_a_path_switch_keeps_its_nine_blocks_and_nothing_else() -> None:
 
 
 def test_keep_patterns_select_exactly_the_kept_nodes() -> None:
-    nodes = [*NODES, ("combine_conv/BiasAdd", "BiasAdd")]  # a layer with two quantizable nodes
+    # a layer with two quantizable nodes
+    nodes = [*GENERATOR_NODES, ("combine_conv/BiasAdd", "BiasAdd")]
     searched = SearchSpace.from_nodes(nodes, SearchGranularity.node)
     kept = ["xy4_conv/Conv2D", "paths/concat", "combine_conv/BiasAdd"]
     patterns = searched.keep_patterns(kept)
@@ -77,7 +74,8 @@ def test_keep_patterns_select_exactly_the_kept_nodes() -> None:
 def test_the_fingerprint_tells_spaces_apart() -> None:
     assert space().fingerprint() == space().fingerprint()
     assert space().fingerprint() != space("path").fingerprint()
-    assert space().fingerprint() != SearchSpace.from_nodes(NODES[1:], "node").fingerprint()
+    fewer = SearchSpace.from_nodes(GENERATOR_NODES[1:], "node")
+    assert space().fingerprint() != fewer.fingerprint()
     with pytest.raises(CaloError, match="no quantizable node"):
         SearchSpace.from_nodes([], SearchGranularity.node)
 
