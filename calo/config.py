@@ -136,6 +136,8 @@ class PrecisionConfig:
     keep_fp32: list[str] = field(default_factory=list)  # int8_inc, _ov, _ort: names or regexes
     activations: ActivationScheme = ActivationScheme.symmetric  # int8_ov only
     float_dtype: FloatDtype = FloatDtype.fp32  # int8_ov only: its float nodes' dtype
+    # bf16_ov only: weighted nodes (names or regexes) whose weights run as two bf16 terms
+    split_weights: list[str] = field(default_factory=list)
     fixed_batch_size: int = 64  # TFLite engines run this batch size only
     rewrite: bool = True  # fold BatchNorm and rewrite Conv2DTranspose first (calo.precision)
     profile: bool = False  # log the engine's per-op-type time breakdown (TF graph engines)
@@ -162,6 +164,14 @@ class PrecisionConfig:
             require(value is default or self.backend is Backend.int8_ov,
                     f"precision.{key}={value.value} is an int8_ov option, not "
                     f"{self.backend.value}'s: drop it or use precision=int8_ov")
+        quantizes = (Backend.int8_inc, Backend.int8_ov, Backend.int8_ort)
+        require(not self.keep_fp32 or self.backend in quantizes,
+                f"precision.keep_fp32 is an option of {', '.join(b.value for b in quantizes)}, "
+                f"not {self.backend.value}'s: drop it"
+                + (" or use precision.split_weights" if self.backend is Backend.bf16_ov else ""))
+        require(not self.split_weights or self.backend is Backend.bf16_ov,
+                f"precision.split_weights is a bf16_ov option, not {self.backend.value}'s: "
+                "drop it or use precision=bf16_ov")
 
 
 @dataclass
@@ -290,7 +300,8 @@ class BenchConfig:
     # python -m calo.bench: the conf/precision options it compares
     precisions: list[str] = field(
         default_factory=lambda: ["fp32", "int8_inc", "bf16_inc", "fp16_tflite", "int8_tflite",
-                                 "fp32_ov", "bf16_ov", "int8_ov", "int8_ov_accurate",
+                                 "fp32_ov", "bf16_ov", "bf16_ov_accurate", "int8_ov",
+                                 "int8_ov_accurate",
                                  "int8_ov_accurate_bf16", "int8_ort"])
     # ... and the pixel-wise difference of each to fp32 over this many showers (0: none)
     pixelwise_showers: int = 1000

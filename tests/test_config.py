@@ -32,10 +32,17 @@ def test_every_option_composes(compose_run, group: str) -> None:
         assert getattr(settings, group).name == option
 
 
-def test_every_keep_fp32_option_selects_nodes_of_the_full_generator(compose_run) -> None:
+def test_every_option_naming_nodes_selects_nodes_of_the_full_generator(compose_run) -> None:
     for option in options("precision"):
-        patterns = to_settings(compose_run(f"precision={option}")).precision.keep_fp32
-        assert len(resolve_keep_fp32(patterns, GENERATOR_NODES)) >= len(patterns)
+        precision = to_settings(compose_run(f"precision={option}")).precision
+        for patterns in (precision.keep_fp32, precision.split_weights):
+            assert len(resolve_keep_fp32(patterns, GENERATOR_NODES)) >= len(patterns)
+
+
+def test_bf16_ov_accurate_splits_the_combining_convolution(compose_run) -> None:
+    precision = to_settings(compose_run("precision=bf16_ov_accurate")).precision
+    assert precision.backend is Backend.bf16_ov and not precision.rewrite
+    assert resolve_keep_fp32(precision.split_weights, GENERATOR_NODES) == ["combine_conv/Conv2D"]
 
 
 def test_int8_ov_accurate_bf16_keeps_the_last_seven_convolutions_in_bf16(compose_run) -> None:
@@ -82,6 +89,9 @@ def test_misspelled_option_lists_the_available_ones(compose_run) -> None:
         ("physics.energy_bins=[300,200]", "increasing"),
         ("precision.activations=asymmetric", "is an int8_ov option, not"),
         ("precision.float_dtype=bf16", "float_dtype=bf16 is an int8_ov option"),
+        ("precision.keep_fp32=[combine_conv]",
+         "keep_fp32 is an option of int8_inc, int8_ov, int8_ort, not fp32's: drop it$"),
+        ("precision.split_weights=[combine_conv]", "split_weights is a bf16_ov option, not fp32"),
     ],
 )
 def test_bad_values_are_one_line_errors(compose_run, override: str, message: str | None) -> None:
@@ -92,6 +102,11 @@ def test_bad_values_are_one_line_errors(compose_run, override: str, message: str
     with pytest.raises(CaloError, match=message) as error:
         to_settings(cfg)
     assert "\n" not in str(error.value)
+
+
+def test_keep_fp32_on_bf16_ov_points_to_split_weights(compose_run) -> None:
+    with pytest.raises(CaloError, match="not bf16_ov's: drop it or use precision.split_weights"):
+        to_settings(compose_run("precision=bf16_ov", "precision.keep_fp32=[combine_conv]"))
 
 
 def test_more_streams_than_threads_is_refused(compose_run) -> None:

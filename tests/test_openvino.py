@@ -20,7 +20,14 @@ from calo.errors import CaloError
 from calo.hw import Machine, resolve_topology
 from calo.model.generator import build_generator
 from calo.precision import build_engine, load_engine, require_cpu_for
-from calo.precision.openvino import require_openvino
+from calo.precision.openvino import (
+    FP32OVEngine,
+    build_openvino_engine,
+    convert,
+    require_openvino,
+    split_weights,
+)
+from calo.precision.rewrite import inference_graph
 
 from .conftest import TINY_MODEL
 from .test_precision import (  # noqa: F401  (fixtures)
@@ -108,6 +115,49 @@ def test_without_the_rewrite_every_weighted_node_runs_in_int8(generator, io) -> 
     assert precisions.pop("xy1_conv/conv2d_transpose") == "fp32"
     assert len(precisions) == WEIGHTED - 1 and set(precisions.values()) == {"int8"}
     assert engine.counts()["kernels_deconvolution_int8"] == 5
+
+
+@pytest.mark.parametrize("rewrite", [True, False])
+def test_split_weights_add_up_to_the_node_they_replace(generator, io, network_input,
+                                                       rewrite: bool) -> None:
+    """Every weighted node split (convolutions, transposed ones without the rewrite, the
+    matmul): each high half is bf16 (its low 16 bits zero), and in float32 the two halves
+    compute what the node did."""
+    model, quantizable = convert(inference_graph(generator, rewrite))
+    expected = FP32OVEngine(model.clone(), io).predict(network_input)
+    names = [name for name, _ in quantizable]
+    split_weights(model, names)
+    ops = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+    for name in names:
+        high, low = (ops[n].input_value(1).get_node().get_data()
+                     for n in (name, f"{name}/low_bf16"))
+        assert not np.any(high.view(np.uint32) & 0xFFFF) and np.any(low)
+    assert relative_error(FP32OVEngine(model, io).predict(network_input), expected) < 1e-5
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 arithmetic")
+def test_split_weights_bring_bf16_closer_to_float32(engines, generator, io, network_input,
+                                                    tmp_path: Path) -> None:
+    """Split, the weights keep twice bf16's bits: what is left of the difference is the
+    activations' rounding; the split survives saving (one more kernel per split node)."""
+    plain = engine_for(engines, generator, io, Backend.bf16_ov)
+    split = build_engine(generator, io, precision(Backend.bf16_ov,
+                                                  split_weights=["combine_conv", ".*[78]_conv"]))
+    assert split.details["split_weights"][0] == "combine_conv/Conv2D"
+    assert len(split.details["split_weights"]) == 7
+    loaded = load_engine(split.save(tmp_path / "engine"))
+    assert loaded.counts()["kernels_convolution_bf16"] == \
+        plain.counts()["kernels_convolution_bf16"] + 7
+    expected = generator(network_input, training=False).numpy()
+    assert relative_error(loaded.predict(network_input), expected) < \
+        0.9 * relative_error(plain.predict(network_input), expected)
+
+
+def test_unknown_split_weights_name_lists_the_valid_ones(generator, io) -> None:
+    with pytest.raises(CaloError, match=r"precision.split_weights: 'nope_conv' matches no "
+                                        r"quantizable node; valid names: seed_dense, xy0_conv"):
+        build_openvino_engine(inference_graph(generator, True), io,
+                              precision(Backend.bf16_ov, split_weights=["nope_conv"]), "bf16")
 
 
 def activation_ranges(engine) -> list[tuple[float, float]]:

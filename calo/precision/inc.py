@@ -78,21 +78,22 @@ def layer_name(node_name: str) -> str:
     return parts[-2] if len(parts) >= 2 else parts[0]
 
 
-def resolve_keep_fp32(patterns: list[str], quantizable: list[tuple[str, str]]) -> list[str]:
+def resolve_keep_fp32(patterns: list[str], quantizable: list[tuple[str, str]],
+                      option: str = "precision.keep_fp32") -> list[str]:
     """The quantizable node names that ``patterns`` select; a pattern matching none of them is
-    a one-line error that lists the valid names."""
+    a one-line error (naming ``option``) that lists the valid names."""
     kept: list[str] = []
     for pattern in patterns:
         try:
             regex = re.compile(pattern)
         except re.error as error:
-            raise CaloError(f"precision.keep_fp32: {pattern!r} is not a valid regular "
+            raise CaloError(f"{option}: {pattern!r} is not a valid regular "
                             f"expression ({error})") from error
         matches = [name for name, op in quantizable
                    if any(regex.fullmatch(text) for text in (name, layer_name(name), op))]
         if not matches:
             valid = ", ".join(dict.fromkeys(layer_name(name) for name, _ in quantizable))
-            raise CaloError(f"precision.keep_fp32: {pattern!r} matches no quantizable node; "
+            raise CaloError(f"{option}: {pattern!r} matches no quantizable node; "
                             f"valid names: {valid} (or their op types, or regular expressions)")
         kept.extend(name for name in matches if name not in kept)
     return kept
