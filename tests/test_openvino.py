@@ -158,6 +158,10 @@ def test_unknown_split_weights_name_lists_the_valid_ones(generator, io) -> None:
                                         r"quantizable node; valid names: seed_dense, xy0_conv"):
         build_openvino_engine(inference_graph(generator, True), io,
                               precision(Backend.bf16_ov, split_weights=["nope_conv"]), "bf16")
+    model, _ = convert(inference_graph(generator, True))
+    with pytest.raises(CaloError, match=r"precision.split_weights: gone_conv/Conv2D have no "
+                                        r"float32 weights in the converted model"):
+        split_weights(model, ["combine_conv/Conv2D", "gone_conv/Conv2D"])
 
 
 def activation_ranges(engine) -> list[tuple[float, float]]:

@@ -233,9 +233,13 @@ def split_weights(model, names: list[str]) -> None:
     from openvino import opset13
 
     bf16 = tf.bfloat16.as_numpy_dtype
-    for op in model.get_ordered_ops():
-        if op.get_friendly_name() not in names:
-            continue
+    targets = [op for op in model.get_ordered_ops() if op.get_friendly_name() in names
+               and op.input_value(1).get_node().get_type_name() == "Constant"]
+    missing = set(names) - {op.get_friendly_name() for op in targets}
+    if missing:
+        raise CaloError(f"precision.split_weights: {op_names(missing)} have no float32 weights "
+                        "in the converted model to split: leave them out")
+    for op in targets:
         weights = op.input_value(1).get_node().get_data().astype(np.float32)
         high = weights.astype(bf16).astype(np.float32)
         low = _with_weights(op, opset13.constant(weights - high))
