@@ -10,7 +10,7 @@ from calo.config import Backend, DataSource, FloatDtype, RunConfig, to_settings
 from calo.errors import CaloError, one_line
 from calo.model.generator import PERMUTATIONS
 from calo.paths import CONFIG_DIR
-from calo.precision.inc import resolve_keep_fp32
+from calo.precision.inc import select_nodes
 
 from .conftest import GENERATOR_NODES
 
@@ -36,18 +36,18 @@ def test_every_option_naming_nodes_selects_nodes_of_the_full_generator(compose_r
     for option in options("precision"):
         precision = to_settings(compose_run(f"precision={option}")).precision
         for patterns in (precision.keep_fp32, precision.split_weights):
-            assert len(resolve_keep_fp32(patterns, GENERATOR_NODES)) >= len(patterns)
+            assert len(select_nodes(patterns, GENERATOR_NODES)) >= len(patterns)
 
 
 def test_bf16_ov_accurate_splits_the_combining_convolution(compose_run) -> None:
     precision = to_settings(compose_run("precision=bf16_ov_accurate")).precision
     assert precision.backend is Backend.bf16_ov and not precision.rewrite
-    assert resolve_keep_fp32(precision.split_weights, GENERATOR_NODES) == ["combine_conv/Conv2D"]
+    assert select_nodes(precision.split_weights, GENERATOR_NODES) == ["combine_conv/Conv2D"]
 
 
 def test_int8_ov_accurate_bf16_keeps_the_last_seven_convolutions_in_bf16(compose_run) -> None:
     precision = to_settings(compose_run("precision=int8_ov_accurate_bf16")).precision
-    kept = resolve_keep_fp32(precision.keep_fp32, GENERATOR_NODES)
+    kept = select_nodes(precision.keep_fp32, GENERATOR_NODES)
     assert sorted(name.split("/")[0] for name in kept) == sorted(
         ["combine_conv", *(f"{path}{index}_conv" for path in PERMUTATIONS for index in (7, 8))])
     assert precision.backend is Backend.int8_ov and precision.float_dtype is FloatDtype.bf16

@@ -12,7 +12,7 @@ import yaml
 
 from calo.config import ActivationScheme, Backend, PrecisionConfig
 from calo.errors import CaloError
-from calo.precision.inc import resolve_keep_fp32
+from calo.precision.inc import select_nodes
 from calo.search.export import MARKER, option_text, reproduce_overrides, save_option
 from calo.search.pareto import TrialRow, pareto_front, plain_int8, select
 from calo.search.settings import (
@@ -67,7 +67,7 @@ def test_keep_patterns_select_exactly_the_kept_nodes() -> None:
     kept = ["xy4_conv/Conv2D", "paths/concat", "combine_conv/BiasAdd"]
     patterns = searched.keep_patterns(kept)
     assert patterns == ["xy4_conv", "paths", "combine_conv/BiasAdd"]
-    assert resolve_keep_fp32(patterns, nodes) == kept  # what precision=int8_inc builds
+    assert select_nodes(patterns, nodes) == kept  # what precision=int8_inc builds
     assert "combine_conv/Conv2D" in [s.name for s in searched.switches]
 
 

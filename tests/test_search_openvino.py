@@ -13,7 +13,7 @@ import yaml
 from optuna.trial import TrialState
 
 from calo.config import to_settings
-from calo.precision.inc import resolve_keep_fp32
+from calo.precision.inc import select_nodes
 from calo.report.__main__ import main as report_main
 from calo.report.markers import read_marked
 from calo.search.pipeline import run_search
@@ -47,7 +47,7 @@ def test_a_search_over_int8_ov_compares_with_openvino_default_int8(compose_run, 
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 2 and trials[1].user_attrs["keep_fp32"]
     for trial in trials:
-        assert resolve_keep_fp32(trial.user_attrs["keep_fp32"], quantizable) == \
+        assert select_nodes(trial.user_attrs["keep_fp32"], quantizable) == \
             trial.user_attrs["kept_nodes"]
 
     roles = runs_by_role(store)

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from calo.config import to_settings
 from calo.errors import CaloError
-from calo.precision.inc import resolve_keep_fp32
+from calo.precision.inc import select_nodes
 from calo.search.export import save_study_option
 from calo.search.pipeline import run_search
 from calo.search.study import SPACE_ATTR, open_storage
@@ -100,7 +100,7 @@ def test_a_rerun_resumes_the_study_under_the_same_parent(search_config, store: P
         assert "precision=int8_inc precision.keep_fp32=" in record.data.tags["search/reproduce"]
     quantizable = [tuple(pair) for pair in study.user_attrs[SPACE_ATTR]["space"]["quantizable"]]
     for trial in trials:  # precision=int8_inc precision.keep_fp32=<trial's> keeps its nodes
-        kept = resolve_keep_fp32(trial.user_attrs["keep_fp32"], quantizable)
+        kept = select_nodes(trial.user_attrs["keep_fp32"], quantizable)
         assert kept == trial.user_attrs["kept_nodes"]
 
     metrics = parent.data.metrics

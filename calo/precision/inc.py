@@ -30,7 +30,7 @@ from calo.precision.graph import Graph
 
 __all__ = ["BF16Engine", "INT8Engine", "build_inc_engine", "neural_compressor_session",
            "has_int8_kernels", "layer_name", "quantizable_nodes", "quantization_config",
-           "require_int8", "resolve_keep_fp32"]
+           "require_int8", "select_nodes"]
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,10 @@ def layer_name(node_name: str) -> str:
     return parts[-2] if len(parts) >= 2 else parts[0]
 
 
-def resolve_keep_fp32(patterns: list[str], quantizable: list[tuple[str, str]],
-                      option: str = "precision.keep_fp32") -> list[str]:
-    """The quantizable node names that ``patterns`` select; a pattern matching none of them is
-    a one-line error (naming ``option``) that lists the valid names."""
+def select_nodes(patterns: list[str], quantizable: list[tuple[str, str]],
+                 option: str = "precision.keep_fp32") -> list[str]:
+    """The quantizable node names that ``patterns`` (``option``'s: keep_fp32, split_weights)
+    select; a pattern matching none of them is a one-line error that lists the valid names."""
     kept: list[str] = []
     for pattern in patterns:
         try:
@@ -138,7 +138,7 @@ def quantizable_nodes(graph_def: tf.compat.v1.GraphDef) -> list[tuple[str, str]]
 
 def quantization_config(dtype: Dtype, kept: list[str] | tuple[str, ...] = ()):
     """Neural Compressor's static quantization config to ``dtype`` that keeps the quantizable
-    nodes named in ``kept`` (exact names, as :func:`resolve_keep_fp32` returns them) in fp32."""
+    nodes named in ``kept`` (exact names, as :func:`select_nodes` returns them) in fp32."""
     from neural_compressor.tensorflow import StaticQuantConfig
 
     config = StaticQuantConfig(weight_dtype=dtype, act_dtype=dtype,
@@ -160,7 +160,7 @@ def build_inc_engine(graph: Graph, io: NetworkIO, cfg: PrecisionConfig, dtype: D
         quantizable = quantizable_nodes(graph_def)
         log.info("Neural Compressor can quantize %d nodes: %s", len(quantizable),
                  ", ".join(f"{name} ({op})" for name, op in quantizable))
-        kept = resolve_keep_fp32(cfg.keep_fp32, quantizable) if dtype == "int8" else []
+        kept = select_nodes(cfg.keep_fp32, quantizable) if dtype == "int8" else []
         config = quantization_config(dtype, kept)
         log.info("quantizing to %s with Neural Compressor (%d calibration inputs, %d nodes kept "
                  "in fp32)", dtype, len(calibration), len(kept))

@@ -34,7 +34,7 @@ from calo.precision.calibration import calibration_batches, require_calibration
 from calo.precision.engine import Engine, NodeInfo
 from calo.precision.frozen import freeze_graph, op_names
 from calo.precision.graph import Graph
-from calo.precision.inc import resolve_keep_fp32
+from calo.precision.inc import select_nodes
 
 __all__ = ["ENGINE_OPS", "INT8ORTEngine", "build_ort_engine", "check_model",
            "require_onnxruntime"]
@@ -119,7 +119,7 @@ def build_ort_engine(graph: Graph, io: NetworkIO, cfg: PrecisionConfig,
         ready = convert(graph, folder)
         model = onnx.load(str(ready))
         quantizable = weighted_nodes(model)
-        kept = resolve_keep_fp32(cfg.keep_fp32, quantizable)
+        kept = select_nodes(cfg.keep_fp32, quantizable)
         log.info("quantizing to int8 with ONNX Runtime (%d calibration inputs, %d of %d weighted "
                  "nodes kept in fp32)", len(calibration), len(kept), len(quantizable))
         quantized = folder / MODEL_FILE

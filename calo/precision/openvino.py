@@ -46,7 +46,7 @@ from calo.precision.calibration import CalibrationLoader, require_calibration
 from calo.precision.engine import Engine, NodeInfo
 from calo.precision.frozen import freeze_graph, op_names
 from calo.precision.graph import Graph
-from calo.precision.inc import resolve_keep_fp32
+from calo.precision.inc import select_nodes
 
 __all__ = ["ENGINE_OPS", "MODEL_BIN", "MODEL_XML", "BF16OVEngine", "FP32OVEngine",
            "INT8OVEngine", "OpenVINOEngine", "build_openvino_engine", "check_ir",
@@ -299,11 +299,11 @@ def build_openvino_engine(graph: Graph, io: NetworkIO, cfg: PrecisionConfig, kin
         require_bf16(BF16_FLOATS, "precision.float_dtype=fp32")
     model, quantizable = convert(graph)
     kept: list[str] = []
-    split = resolve_keep_fp32(cfg.split_weights, quantizable, "precision.split_weights")
+    split = select_nodes(cfg.split_weights, quantizable, "precision.split_weights")
     split_weights(model, split)
     if kind == "int8":
         require_calibration(calibration)
-        kept = resolve_keep_fp32(cfg.keep_fp32, quantizable)
+        kept = select_nodes(cfg.keep_fp32, quantizable)
         seven_bit_weights = not int8_sums_in_32_bits()
         log.info("quantizing to int8 with NNCF (%d calibration inputs, %s activations, %d of "
                  "%d weighted nodes kept in fp32)", len(calibration), cfg.activations.value,
